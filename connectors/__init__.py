@@ -1,0 +1,1 @@
+"""The SMS gateway connector (sms.outbox to an HTTP SMS gateway)."""

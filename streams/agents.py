@@ -1,0 +1,185 @@
+"""The Faust agents: normalize and re-key every input by E.164, then decide.
+
+`normalize` is stateless and runs the pure `streams.normalize.route` on every record
+of sms.triggers and sms.sent. `cooldown` is the only writer of a number's state: it
+reads the E.164-keyed topic, applies the pure rule `streams.rule.decide` against the
+`last_sent` table, and writes a decision per trigger and a send request per pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import faust
+
+from streams import codecs, topics
+from streams.automations import Catalog, follow_catalog
+from streams.normalize import Limits, Output, Source, dead_letter, route
+from streams.rule import PASSED, AutomationTerms, LastSend, decide, record_send
+from streams.settings import Settings
+from streams.state import decode_state, encode_state
+from streams.window import SendingWindow, parse_window
+
+log = logging.getLogger(__name__)
+
+_OUTPUT_CODECS = {
+    topics.BY_NUMBER: codecs.NUMBER_EVENT,
+    topics.DECISIONS: codecs.DECISION,
+    topics.OUTBOX: codecs.SEND_REQUEST,
+    topics.DEADLETTER: codecs.DEAD_LETTER,
+}
+
+
+def number_tag(key: bytes, settings: Settings) -> str:
+    """A short keyed hash that names a number in logs without revealing it."""
+    return hmac.new(settings.log_hash_key, key, hashlib.sha256).hexdigest()[:10]
+
+
+@lru_cache(maxsize=1024)
+def _window(spec: str, tz: str) -> SendingWindow | None:
+    return None if spec == "always" else parse_window(spec, tz)
+
+
+@dataclass
+class Pipeline:
+    app: faust.App
+    settings: Settings
+    catalog: Catalog
+    catalog_loaded: asyncio.Event
+    topics: dict[str, faust.TopicT]
+    last_sent: faust.Table
+
+    async def emit(self, output: Output) -> None:
+        value = _OUTPUT_CODECS[output.topic].encode(output.value)
+        await self.topics[output.topic].send(key=output.key, value=value)
+
+
+def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None = None,
+                   follow_automations: bool = True) -> Pipeline:
+    """Declare topics, the table and the agents on `app`.
+
+    With `follow_automations`, a background task keeps `catalog` in step with
+    sms.automations; without it (tests), the catalog given is used as it is.
+    """
+    partitions = settings.partitions
+
+    def topic(*names: str, **kw: Any) -> faust.TopicT:
+        return app.topic(*names, key_type=bytes, value_type=bytes, **kw)
+
+    declared = {
+        name: topic(name, partitions=partitions)
+        for name in (topics.BY_NUMBER, topics.OUTBOX, topics.DECISIONS)
+    }
+    declared[topics.DEADLETTER] = topic(topics.DEADLETTER, partitions=1)
+    inputs = topic(topics.TRIGGERS, topics.SENT)
+    last_sent = app.Table(
+        topics.LAST_SENT_TABLE, default=None, partitions=partitions,
+        key_type=bytes, value_type=bytes,
+    )
+    pipeline = Pipeline(app, settings, catalog or Catalog(), asyncio.Event(), declared, last_sent)
+    limits = Limits(settings.max_clock_skew_ms, settings.max_trigger_age_ms)
+
+    if follow_automations:
+        @app.task
+        async def automations() -> None:
+            await follow_catalog(pipeline.catalog, settings.bootstrap_servers,
+                                 pipeline.catalog_loaded)
+    else:
+        pipeline.catalog_loaded.set()
+
+    @app.agent(inputs, name="normalize")
+    async def normalize(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        # Deciding against a half-read catalog would call known automations unknown.
+        await pipeline.catalog_loaded.wait()
+        async for event in stream.events():
+            message = event.message
+            source = Source(message.topic, message.partition, message.offset,
+                            int(message.timestamp * 1000), message.key, message.value)
+            for output in route(source, pipeline.catalog, limits):
+                if output.topic == topics.DEADLETTER:
+                    log.warning("dead letter from %s[%d]@%d: %s", source.topic,
+                                source.partition, source.offset, output.value["reason"])
+                await pipeline.emit(output)
+            yield None
+
+    @app.agent(declared[topics.BY_NUMBER], name="cooldown")
+    async def cooldown(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            await apply_number_event(pipeline, event.key, event.value, event.message)
+            yield None
+
+    return pipeline
+
+
+async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
+                             message: Any) -> None:
+    try:
+        number_event = codecs.NUMBER_EVENT.decode(value)
+    except codecs.CodecError as exc:
+        source = Source(message.topic, message.partition, message.offset,
+                        int(message.timestamp * 1000), key, value)
+        await pipeline.emit(dead_letter(source, source.timestamp_ms, exc.reason, exc.detail))
+        return
+    table = pipeline.last_sent
+    state = decode_state(table.get(key))
+    if number_event["kind"] == "sent":
+        send = LastSend(number_event["at_ms"], number_event["origin"], number_event["ref"] or "")
+        new_state = record_send(state, send)
+        if new_state != state:
+            table[key] = encode_state(new_state)
+        return
+    terms = AutomationTerms(
+        automation_id=number_event["automation_id"],
+        enabled=number_event["enabled"],
+        cooldown_enabled=number_event["cooldown_enabled"],
+        cooldown_ms=number_event["cooldown_ms"],
+        window=_window(number_event["window"], number_event["timezone"]),
+    )
+    decision, new_state = decide(number_event["decision_id"], terms, state, number_event["at_ms"])
+    if new_state is not None and new_state != state:
+        table[key] = encode_state(new_state)
+    cause = decision.cause
+    if decision.outcome != PASSED:
+        log.debug("number %s: %s", number_tag(key, pipeline.settings), decision.outcome)
+    await pipeline.emit(Output(topics.DECISIONS, key, {
+        "decision_id": decision.decision_id,
+        "event_id": number_event["event_id"],
+        "automation_id": number_event["automation_id"],
+        "e164": number_event["e164"],
+        "outcome": decision.outcome,
+        "detail": _detail(decision.outcome, cause),
+        "decided_at_ms": decision.decided_at_ms,
+        "cause_at_ms": cause.at_ms if cause else None,
+        "cause_origin": cause.origin if cause else None,
+        "cause_ref": cause.ref if cause else None,
+        "source_topic": number_event["source_topic"],
+        "source_partition": number_event["source_partition"],
+        "source_offset": number_event["source_offset"],
+    }))
+    if decision.outcome == PASSED:
+        await pipeline.emit(Output(topics.OUTBOX, key, {
+            "decision_id": decision.decision_id,
+            "event_id": number_event["event_id"],
+            "automation_id": number_event["automation_id"],
+            "e164": number_event["e164"],
+            "text": number_event["text"],
+            "sender": number_event["sender"],
+            "decided_at_ms": decision.decided_at_ms,
+        }))
+
+
+def _detail(outcome: str, cause: LastSend | None) -> str:
+    if cause is not None:
+        return f"the number got an SMS from {cause.origin} at {cause.at_ms} (ref {cause.ref})"
+    return {
+        PASSED: "passed the cooldown; the number is reserved",
+        "outside_window": "outside the automation's sending window",
+        "automation_disabled": "the automation is disabled",
+    }.get(outcome, outcome)

@@ -1,0 +1,228 @@
+"""Automation definitions: the record, who it answers, and the catalog every worker keeps.
+
+Definitions live in the compacted topic `sms.automations`, keyed by automation id.
+Every worker reads all of it (no consumer group), so an update reaches the next
+trigger without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from streams import codecs
+from streams.numbers import region_for_country
+from streams.topics import AUTOMATIONS
+from streams.window import ALWAYS, SendingWindow, parse_window, timezone_for_country
+
+log = logging.getLogger(__name__)
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_duration_ms(text: str) -> int:
+    """'24h', '30m', '90s', '7d', '1500ms' -> milliseconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 24h, 30m, 90s, 7d)")
+    return int(match.group(1)) * _DURATION_MS[match.group(2)]
+
+
+def format_duration(ms: int) -> str:
+    for unit in ("d", "h", "m", "s"):
+        if ms and ms % _DURATION_MS[unit] == 0:
+            return f"{ms // _DURATION_MS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+class MissingAttribute(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class Automation:
+    automation_id: str
+    title: str
+    country: str
+    message: str
+    sender: str
+    event_type: str | None = None
+    segment: str | None = None
+    timezone: str | None = None
+    window: str = "always"
+    enabled: bool = True
+    cooldown_enabled: bool = False
+    cooldown_ms: int = 0
+    updated_at_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.automation_id.strip():
+            raise ValueError("an automation needs an id")
+        region_for_country(self.country)
+        if self.cooldown_enabled and self.cooldown_ms <= 0:
+            raise ValueError("cooldown needs an interval greater than zero")
+        self.sending_window()  # validates window and time zone
+
+    @property
+    def region(self) -> str:
+        return region_for_country(self.country)
+
+    @property
+    def zone(self) -> str:
+        if self.timezone:
+            return self.timezone
+        # An always-open window needs no zone; countries with several need one given.
+        return "UTC" if self.window == ALWAYS else timezone_for_country(self.region)
+
+    def sending_window(self) -> SendingWindow:
+        return parse_window(self.window, self.zone)
+
+    def answers(self, trigger: dict[str, Any]) -> bool:
+        """Does this automation answer a trigger that names no automation?"""
+        if self.event_type is None or trigger.get("event_type") != self.event_type:
+            return False
+        return self.segment is None or trigger.get("segment") == self.segment
+
+    def render(self, attributes: dict[str, str]) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in attributes:
+                raise MissingAttribute(name)
+            return attributes[name]
+
+        return _PLACEHOLDER.sub(substitute, self.message)
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Automation:
+        return cls(**record)
+
+    def encode(self) -> bytes:
+        return codecs.AUTOMATION.encode(self.to_record())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Automation:
+        return cls.from_record(codecs.AUTOMATION.decode(data))
+
+    def updated(self, **changes: Any) -> Automation:
+        return replace(self, **changes)
+
+
+class UnknownAutomation(LookupError):
+    pass
+
+
+class Catalog:
+    """The automations a worker knows, by id. Disabled ones are kept: a trigger that
+    names one gets the decision `automation_disabled`, not `unknown_automation`."""
+
+    def __init__(self, automations: Iterable[Automation] = ()) -> None:
+        self._by_id: dict[str, Automation] = {a.automation_id: a for a in automations}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def put(self, automation: Automation) -> None:
+        self._by_id[automation.automation_id] = automation
+
+    def remove(self, automation_id: str) -> None:
+        self._by_id.pop(automation_id, None)
+
+    def get(self, automation_id: str) -> Automation | None:
+        return self._by_id.get(automation_id)
+
+    def all(self) -> list[Automation]:
+        return sorted(self._by_id.values(), key=lambda a: a.automation_id)
+
+    def for_trigger(self, trigger: dict[str, Any]) -> list[Automation]:
+        """The automations a trigger is for. Raises UnknownAutomation when it names an
+        id nobody defined."""
+        named = trigger.get("automation_id")
+        if named is not None:
+            automation = self._by_id.get(named)
+            if automation is None:
+                raise UnknownAutomation(named)
+            return [automation]
+        return [a for a in self.all() if a.answers(trigger)]
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """One record of sms.automations: a definition, or a tombstone that deletes."""
+        if value is None:
+            if key is not None:
+                self.remove(key.decode("utf-8", "replace"))
+            return
+        try:
+            automation = Automation.decode(value)
+        except (codecs.CodecError, ValueError, TypeError) as exc:
+            # A bad definition must not stop the worker; the previous one stays.
+            log.error("ignoring an invalid automation definition (key %r): %s", key, exc)
+            return
+        self.put(automation)
+
+
+async def follow_catalog(catalog: Catalog, bootstrap: str, loaded: asyncio.Event) -> None:
+    """Read sms.automations from the beginning and keep following it.
+
+    Sets `loaded` once the topic has been read up to where it ended at start-up, so
+    that no trigger is decided against a half-read catalog.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(AUTOMATIONS)
+        while not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(AUTOMATIONS)
+            if not partitions:
+                await asyncio.sleep(0.5)
+        tps = [TopicPartition(AUTOMATIONS, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    catalog.apply(record.key, record.value)
+            if not loaded.is_set():
+                # The end offset may undercount a multi-record batch on some brokers,
+                # so also wait for one empty fetch before calling the catalog loaded.
+                positions = [await consumer.position(tp) for tp in tps]
+                reached = all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=False))
+                if reached and not batches:
+                    log.info("automation catalog loaded: %d automations", len(catalog))
+                    loaded.set()
+    finally:
+        await consumer.stop()
+
+
+def read_catalog(bootstrap: str) -> Catalog:
+    """The automations as sms.automations holds them now (for the command line)."""
+    from streams.kafka import read_records
+
+    catalog = Catalog()
+    for record in read_records(bootstrap, AUTOMATIONS, idle_s=1.0):
+        catalog.apply(record.key, record.value)
+    return catalog
+
+
+def publish_automation(bootstrap: str, automation: Automation) -> None:
+    from streams.kafka import producer
+
+    out = producer(bootstrap)
+    out.produce(AUTOMATIONS, key=automation.automation_id.encode(), value=automation.encode())
+    if out.flush(30) != 0:
+        raise TimeoutError("the automation was not written to Kafka within 30 s")

@@ -1,0 +1,253 @@
+"""The `smscool` command: run the broker, a worker or the demo; manage automations;
+read topics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from streams import codecs, topics
+from streams.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port, log=None if args.quiet else sys.stderr.buffer).start()
+    print(f"embedded broker listening: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.kafka import ensure_topics, partition_counts
+
+    settings = _settings()
+    bootstrap = settings.require_bootstrap()
+    created = ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
+    counts = partition_counts(bootstrap)
+    for spec in topics.topic_specs(settings.app_id, settings.partitions):
+        mark = "created" if spec.name in created else "exists"
+        print(f"{spec.name:40} {counts.get(spec.name, 0):3} partitions  {mark}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams.agents import build_pipeline
+    from streams.app import build_app
+    from streams.kafka import PartitionMismatch, ensure_topics
+
+    settings = _settings()
+    bootstrap = settings.require_bootstrap()
+    try:
+        ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
+    except PartitionMismatch as exc:
+        print(f"smscool worker: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    app = build_app(settings)
+    build_pipeline(app, settings)
+    worker = faust.Worker(app, loglevel=settings.log_level)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _automation_fields(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.automations import parse_duration_ms
+
+    fields: dict[str, Any] = {}
+    for name in ("title", "country", "message", "sender", "event_type", "segment",
+                 "timezone", "window"):
+        value = getattr(args, name, None)
+        if value is not None:
+            fields[name] = value or None if name in ("event_type", "segment", "timezone") else value
+    if getattr(args, "cooldown", None) is not None:
+        fields["cooldown_enabled"] = True
+        fields["cooldown_ms"] = parse_duration_ms(args.cooldown)
+    if getattr(args, "no_cooldown", False):
+        fields["cooldown_enabled"] = False
+    return fields
+
+
+def _print_automation(a: Any) -> None:
+    from streams.automations import format_duration
+
+    cooldown = f"cooldown {format_duration(a.cooldown_ms)}" if a.cooldown_enabled else "no cooldown"
+    state = "enabled" if a.enabled else "DISABLED"
+    recipients = f"event {a.event_type}" if a.event_type else "named triggers only"
+    if a.segment:
+        recipients += f", segment {a.segment}"
+    print(f"{a.automation_id:24} {state:8}  {a.title!r}\n"
+          f"{'':24} {recipients}; {a.country}; window {a.window} ({a.zone}); {cooldown}; "
+          f"from {a.sender!r}: {a.message!r}")
+
+
+def cmd_automation(args: argparse.Namespace) -> int:
+    from streams.automations import Automation, publish_automation, read_catalog
+
+    settings = _settings()
+    bootstrap = settings.require_bootstrap()
+    now_ms = int(time.time() * 1000)
+    if args.action == "list":
+        automations = read_catalog(bootstrap).all()
+        if args.json:
+            for a in automations:
+                print(json.dumps(a.to_record()))
+        else:
+            for a in automations:
+                _print_automation(a)
+            print(f"{len(automations)} automation(s)")
+        return 0
+    if args.action == "create":
+        from streams.kafka import ensure_topics
+
+        ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
+        if read_catalog(bootstrap).get(args.automation_id) is not None:
+            print(f"automation {args.automation_id} exists; use `update`", file=sys.stderr)
+            return 2
+        fields = _automation_fields(args)
+        missing = [n for n in ("title", "country", "message", "sender") if n not in fields]
+        if missing:
+            print(f"create needs --{' --'.join(missing)}", file=sys.stderr)
+            return 2
+        automation = Automation(automation_id=args.automation_id, updated_at_ms=now_ms, **fields)
+    else:
+        current = read_catalog(bootstrap).get(args.automation_id)
+        if current is None:
+            print(f"no automation {args.automation_id}", file=sys.stderr)
+            return 2
+        if args.action == "update":
+            automation = current.updated(updated_at_ms=now_ms, **_automation_fields(args))
+        else:
+            automation = current.updated(updated_at_ms=now_ms, enabled=args.action == "enable")
+    publish_automation(bootstrap, automation)
+    _print_automation(automation)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from streams.kafka import iter_records
+
+    settings = _settings()
+    codec = codecs.CODECS.get(args.schema) if args.schema else _codec_for(args.topic)
+    shown = 0
+    for record in iter_records(settings.require_bootstrap(), args.topic, idle_s=args.idle,
+                               timeout_s=3600 * 24, follow=args.follow):
+        row: dict[str, Any] = {"partition": record.partition, "offset": record.offset,
+                               "timestamp_ms": record.timestamp_ms,
+                               "key": record.key.decode("utf-8", "replace") if record.key else None}
+        try:
+            row["value"] = codec.decode(record.value) if codec else None
+        except codecs.CodecError as exc:
+            row["error"] = f"{exc.reason}: {exc.detail}"
+        print(json.dumps(row, default=_json_bytes), flush=True)
+        shown += 1
+        if args.limit and shown >= args.limit:
+            break
+    return 0
+
+
+def _codec_for(topic: str) -> codecs.AvroCodec | None:
+    return {
+        topics.AUTOMATIONS: codecs.AUTOMATION, topics.TRIGGERS: codecs.TRIGGER,
+        topics.SENT: codecs.SENT, topics.BY_NUMBER: codecs.NUMBER_EVENT,
+        topics.OUTBOX: codecs.SEND_REQUEST, topics.DECISIONS: codecs.DECISION,
+        topics.DEADLETTER: codecs.DEAD_LETTER,
+    }.get(topic)
+
+
+def _json_bytes(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    raise TypeError(type(value).__name__)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(triggers=args.triggers, numbers=args.numbers, seed=args.seed)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smscool", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (memory only)")
+    b.add_argument("--port", type=int, default=None, help="loopback port (default: a free one)")
+    b.add_argument("--quiet", action="store_true", help="hide the broker's own log")
+    b.set_defaults(func=cmd_broker)
+
+    sub.add_parser("topics", help="create missing topics; check partition counts").set_defaults(
+        func=cmd_topics)
+    sub.add_parser("worker", help="run a cooldown worker (joins the consumer group)").set_defaults(
+        func=cmd_worker)
+
+    a = sub.add_parser("automation", help="create, update, list, enable or disable automations")
+    actions = a.add_subparsers(dest="action", required=True)
+    ls = actions.add_parser("list")
+    ls.add_argument("--json", action="store_true")
+    for action in ("create", "update"):
+        c = actions.add_parser(action)
+        c.add_argument("automation_id")
+        c.add_argument("--title")
+        c.add_argument("--event-type", dest="event_type",
+                       help="recipients: triggers of this event type ('' for named triggers only)")
+        c.add_argument("--segment", help="recipients, narrowed to a segment or list ('' for all)")
+        c.add_argument("--country", help="ISO region (DK) or calling code (+45)")
+        c.add_argument("--timezone", help="IANA zone of the window (default: the country's)")
+        c.add_argument("--window", help="sending window, e.g. 'mon-fri 09:00-20:00' or 'always'")
+        c.add_argument("--message", help="text; {name} takes the trigger attribute 'name'")
+        c.add_argument("--sender")
+        cooldown = c.add_mutually_exclusive_group()
+        cooldown.add_argument("--cooldown", metavar="INTERVAL",
+                              help="switch cooldown on with this interval: 24h, 30m, 7d")
+        cooldown.add_argument("--no-cooldown", dest="no_cooldown", action="store_true")
+    for action in ("enable", "disable"):
+        actions.add_parser(action).add_argument("automation_id")
+    a.set_defaults(func=cmd_automation)
+
+    t = sub.add_parser("tail", help="print a topic's records as JSON lines, decoded")
+    t.add_argument("topic")
+    t.add_argument("--schema", help="full Avro name, for topics the project does not know")
+    t.add_argument("--limit", type=int, default=0)
+    t.add_argument("--follow", action="store_true", help="keep waiting for new records")
+    t.add_argument("--idle", type=float, default=2.0, help="stop after this many idle seconds")
+    t.set_defaults(func=cmd_tail)
+
+    d = sub.add_parser("demo", help="run the whole pipeline on the embedded broker")
+    d.add_argument("--triggers", type=int, default=5000)
+    d.add_argument("--numbers", type=int, default=2000)
+    d.add_argument("--seed", type=int, default=7)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:
+        print(f"smscool {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

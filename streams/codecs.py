@@ -1,0 +1,129 @@
+"""Codecs: every record to bytes and back, with one clear error when that fails.
+
+Records are Avro (schemaless binary, the schema from `schemas/`). Producers may write
+triggers and outside sends as JSON objects instead; those are validated against the
+same schema. The two are told apart by the first byte: a JSON object starts with `{`,
+which can never start an Avro record of these schemas (it would be a negative length).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cache
+from typing import Any
+
+import fastavro
+import fastavro.validation
+
+from schemas import SCHEMA_DIR
+
+
+class CodecError(ValueError):
+    """A record that cannot be encoded or decoded; `reason` is a short code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _without_logical_types(node: Any) -> Any:
+    # Times are epoch milliseconds everywhere in this project; fastavro would turn
+    # timestamp-millis into datetimes. The annotation stays in the .avsc files for
+    # other readers of the topics.
+    if isinstance(node, dict):
+        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_without_logical_types(v) for v in node]
+    return node
+
+
+@cache
+def schema(full_name: str) -> Any:
+    path = SCHEMA_DIR / f"{full_name}.avsc"
+    with path.open() as f:
+        return fastavro.parse_schema(_without_logical_types(json.load(f)))
+
+
+class AvroCodec:
+    def __init__(self, full_name: str) -> None:
+        self.full_name = full_name
+        self.schema = schema(full_name)
+        self._defaults = {
+            f["name"]: f["default"] for f in self.schema["fields"] if "default" in f
+        }
+        self._field_names = [f["name"] for f in self.schema["fields"]]
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(out, self.schema, record)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            raise CodecError("unencodable", f"cannot encode {self.full_name}: {exc}") from None
+        return out.getvalue()
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        if data is None:
+            raise CodecError("tombstone", f"a null value where a {self.full_name} was expected")
+        if data[:1] == b"{" or data.lstrip()[:1] == b"{":
+            return self.decode_json(data)
+        return self.decode_avro(data)
+
+    def decode_avro(self, data: bytes) -> dict[str, Any]:
+        buffer = io.BytesIO(data)
+        try:
+            record = fastavro.schemaless_reader(buffer, self.schema, None)
+        except Exception as exc:  # fastavro raises many kinds on garbage; all mean the same
+            raise CodecError(
+                "undecodable", f"not a valid Avro {self.full_name}: {type(exc).__name__}"
+            ) from None
+        if buffer.tell() != len(data):
+            raise CodecError(
+                "undecodable",
+                f"not a valid Avro {self.full_name}: "
+                f"{len(data) - buffer.tell()} bytes left after the record",
+            )
+        return record  # type: ignore[no-any-return]
+
+    def decode_json(self, data: bytes) -> dict[str, Any]:
+        try:
+            parsed = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CodecError("undecodable", f"not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise CodecError("invalid_record", f"a JSON {self.full_name} must be an object")
+        unknown = sorted(set(parsed) - set(self._field_names))
+        if unknown:
+            raise CodecError(
+                "invalid_record", f"unknown field(s) for {self.full_name}: {', '.join(unknown)}"
+            )
+        missing = [n for n in self._field_names if n not in parsed and n not in self._defaults]
+        if missing:
+            raise CodecError(
+                "invalid_record", f"missing field(s) for {self.full_name}: {', '.join(missing)}"
+            )
+        record = {**self._defaults, **parsed}
+        try:
+            fastavro.validation.validate(record, self.schema, raise_errors=True)
+        except fastavro.validation.ValidationError as exc:
+            # Name the fields, never the values: a value may be a phone number.
+            fields = ", ".join(sorted({str(e.field).rsplit(".", 1)[-1] for e in exc.errors or ()}))
+            raise CodecError(
+                "invalid_record",
+                f"JSON does not fit {self.full_name}: wrong type for {fields or 'a field'}",
+            ) from None
+        return record
+
+
+AUTOMATION = AvroCodec("sms_cooldown.Automation")
+TRIGGER = AvroCodec("sms_cooldown.Trigger")
+SENT = AvroCodec("sms_cooldown.Sent")
+NUMBER_EVENT = AvroCodec("sms_cooldown.NumberEvent")
+SEND_REQUEST = AvroCodec("sms_cooldown.SendRequest")
+DECISION = AvroCodec("sms_cooldown.Decision")
+DEAD_LETTER = AvroCodec("sms_cooldown.DeadLetter")
+
+CODECS = {c.full_name: c for c in (
+    AUTOMATION, TRIGGER, SENT, NUMBER_EVENT, SEND_REQUEST, DECISION, DEAD_LETTER
+)}

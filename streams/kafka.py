@@ -1,0 +1,169 @@
+"""confluent-kafka clients for the command line, the demo and the tests: topic
+creation and the partition-count check, a producer that partitions keys the way Faust
+and Java clients do, and a reader that collects a topic's records.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.topics import TopicSpec
+
+
+class PartitionMismatch(RuntimeError):
+    pass
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def producer(bootstrap: str, **extra: object) -> Producer:
+    # librdkafka's default partitioner (CRC32) puts a key on another partition than
+    # Faust/aiokafka and Java clients do; murmur2_random matches them.
+    config = {
+        "bootstrap.servers": bootstrap,
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "enable.idempotence": False,
+    }
+    config.update(extra)
+    return Producer(config)
+
+
+def partition_counts(bootstrap: str, timeout_s: float = 10.0) -> dict[str, int]:
+    metadata = admin(bootstrap).list_topics(timeout=timeout_s)
+    return {name: len(t.partitions) for name, t in metadata.topics.items() if not t.error}
+
+
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that are missing; refuse when co-partitioned ones disagree.
+
+    Returns the names of the topics created.
+    """
+    specs = list(specs)
+    existing = partition_counts(bootstrap)
+    mismatched = [
+        f"{s.name} has {existing[s.name]} partitions, expected {s.partitions}"
+        for s in specs
+        if s.copartitioned and s.name in existing and existing[s.name] != s.partitions
+    ]
+    if mismatched:
+        raise PartitionMismatch(
+            "the cooldown agent needs every E.164-keyed topic it reads, and its table's "
+            "changelog, to have the same partition count (SMSCOOL_PARTITIONS): "
+            + "; ".join(mismatched)
+        )
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    replication = 1 if _single_broker(bootstrap) else -1
+    new_topics = [
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=replication,
+            config={"cleanup.policy": "compact"} if s.compacted else {},
+        )
+        for s in missing
+    ]
+    # The client must outlive its futures: a collected AdminClient cancels them.
+    client = admin(bootstrap)
+    futures = client.create_topics(new_topics, request_timeout=timeout_s)
+    for future in futures.values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    _wait_for_topics(bootstrap, [s.name for s in missing], timeout_s)
+    return [s.name for s in missing]
+
+
+def _single_broker(bootstrap: str) -> bool:
+    return len(admin(bootstrap).list_topics(timeout=10).brokers) <= 1
+
+
+def _wait_for_topics(bootstrap: str, names: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        counts = partition_counts(bootstrap)
+        if all(counts.get(n, 0) > 0 for n in names):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"topics not visible after {timeout_s} s: {', '.join(names)}")
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+def read_records(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: Callable[[list[Record]], bool] | None = None,
+    idle_s: float = 1.0,
+    timeout_s: float = 60.0,
+) -> list[Record]:
+    """Read a topic from the beginning, outside any consumer group.
+
+    Stops when `until(records)` says so or, without `until`, once no record has come
+    for `idle_s`. The broker's high watermark is not trusted to mean "read to the end"
+    (the embedded broker misreports it after multi-record batches).
+    """
+    records: list[Record] = []
+    for record in iter_records(bootstrap, topic, idle_s=idle_s, timeout_s=timeout_s):
+        records.append(record)
+        if until is not None and until(records):
+            return records
+    if until is not None and not until(records):
+        raise TimeoutError(f"{topic}: condition not met after {timeout_s} s ({len(records)} read)")
+    return records
+
+
+def iter_records(
+    bootstrap: str, topic: str, *, idle_s: float = 1.0, timeout_s: float = 60.0,
+    follow: bool = False,
+) -> Iterator[Record]:
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"smscool-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    })
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        if not partitions:
+            raise KeyError(f"topic {topic} does not exist")
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline = time.monotonic() + timeout_s
+        last_seen = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.consume(1000, timeout=0.2)
+            if not batch:
+                if not follow and time.monotonic() - last_seen >= idle_s:
+                    return
+                continue
+            last_seen = time.monotonic()
+            for m in batch:
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(m.error())
+                yield Record(m.topic(), m.partition(), m.offset(), m.timestamp()[1],
+                             m.key(), m.value())
+    finally:
+        consumer.close()

@@ -1,0 +1,195 @@
+"""The stateless first step: decode what producers wrote, normalize the number to
+E.164 and re-key by it.
+
+A pure function of one input record and the automation catalog. It returns what to
+write: number events for the cooldown agent, decision records for triggers that can
+be decided without state (an invalid number, an unknown automation, …), and dead
+letters for records that cannot be read at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from streams import codecs, topics
+from streams.automations import Automation, Catalog, MissingAttribute, UnknownAutomation
+from streams.numbers import InvalidNumber, to_e164
+from streams.rule import decision_id_for
+
+# Outcomes decided here, before any state is read.
+INVALID_NUMBER = "invalid_number"
+UNKNOWN_AUTOMATION = "unknown_automation"
+NO_MATCHING_AUTOMATION = "no_matching_automation"
+MISSING_ATTRIBUTE = "missing_attribute"
+FUTURE_TRIGGER = "future_trigger"
+STALE_TRIGGER = "stale_trigger"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an input record came from; `timestamp_ms` is its Kafka timestamp."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: bytes
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_clock_skew_ms: int
+    max_trigger_age_ms: int
+
+
+def route(source: Source, catalog: Catalog, limits: Limits) -> list[Output]:
+    if source.topic == topics.SENT:
+        return _route_sent(source, limits)
+    return _route_trigger(source, catalog, limits)
+
+
+def dead_letter(source: Source, now_ms: int, reason: str, detail: str) -> Output:
+    return Output(topics.DEADLETTER, source.key or b"", {
+        "reason": reason,
+        "detail": detail,
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+        "key": source.key,
+        "value": source.value,
+        "failed_at_ms": now_ms,
+    })
+
+
+def _decision(source: Source, trigger: dict[str, Any], automation_id: str | None,
+              outcome: str, detail: str, e164: str | None = None) -> Output:
+    event_id = trigger["event_id"]
+    return Output(topics.DECISIONS, (e164 or event_id).encode(), {
+        "decision_id": decision_id_for(event_id, automation_id or ""),
+        "event_id": event_id,
+        "automation_id": automation_id,
+        "e164": e164,
+        "outcome": outcome,
+        "detail": detail,
+        "decided_at_ms": source.timestamp_ms,
+        "cause_at_ms": None,
+        "cause_origin": None,
+        "cause_ref": None,
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+    })
+
+
+def _route_trigger(source: Source, catalog: Catalog, limits: Limits) -> list[Output]:
+    now = source.timestamp_ms
+    try:
+        trigger = codecs.TRIGGER.decode(source.value)
+    except codecs.CodecError as exc:
+        return [dead_letter(source, now, exc.reason, exc.detail)]
+    if not trigger["event_id"].strip():
+        return [dead_letter(source, now, "invalid_record", "event_id is empty")]
+    try:
+        automations = catalog.for_trigger(trigger)
+    except UnknownAutomation as exc:
+        return [_decision(source, trigger, str(exc.args[0]), UNKNOWN_AUTOMATION,
+                          f"no automation has the id {exc.args[0]!r}")]
+    if not automations:
+        return [_decision(source, trigger, None, NO_MATCHING_AUTOMATION,
+                          f"no automation answers event type {trigger['event_type']!r}"
+                          f" and segment {trigger['segment']!r}")]
+    return [_route_trigger_to(source, trigger, a, limits) for a in automations]
+
+
+def _route_trigger_to(source: Source, trigger: dict[str, Any], automation: Automation,
+                      limits: Limits) -> Output:
+    now = source.timestamp_ms
+    automation_id = automation.automation_id
+    occurred = trigger["occurred_at_ms"]
+    if occurred > now + limits.max_clock_skew_ms:
+        return _decision(source, trigger, automation_id, FUTURE_TRIGGER,
+                         f"occurred_at is {occurred - now} ms after the trigger reached Kafka")
+    if occurred < now - limits.max_trigger_age_ms:
+        return _decision(source, trigger, automation_id, STALE_TRIGGER,
+                         f"occurred_at is {now - occurred} ms before the trigger reached Kafka")
+    try:
+        e164 = to_e164(trigger["phone"], automation.country)
+    except InvalidNumber as exc:
+        return _decision(source, trigger, automation_id, INVALID_NUMBER,
+                         f"{exc.reason}: {exc}")
+    try:
+        text = automation.render(trigger["attributes"])
+    except MissingAttribute as exc:
+        return _decision(source, trigger, automation_id, MISSING_ATTRIBUTE,
+                         f"the message needs the attribute {exc.args[0]!r}", e164)
+    return Output(topics.BY_NUMBER, e164.encode(), {
+        "kind": "trigger",
+        "e164": e164,
+        "at_ms": now,
+        "event_id": trigger["event_id"],
+        "decision_id": decision_id_for(trigger["event_id"], automation_id),
+        "automation_id": automation_id,
+        "enabled": automation.enabled,
+        "cooldown_enabled": automation.cooldown_enabled,
+        "cooldown_ms": automation.cooldown_ms,
+        "window": automation.window,
+        "timezone": automation.zone,
+        "text": text,
+        "sender": automation.sender,
+        "origin": None,
+        "ref": None,
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+    })
+
+
+def _route_sent(source: Source, limits: Limits) -> list[Output]:
+    now = source.timestamp_ms
+    try:
+        sent = codecs.SENT.decode(source.value)
+    except codecs.CodecError as exc:
+        return [dead_letter(source, now, exc.reason, exc.detail)]
+    phone: str = sent["phone"]
+    country = sent["country"]
+    if country is None and not phone.lstrip().startswith(("+", "00")):
+        return [dead_letter(source, now, INVALID_NUMBER,
+                             "a send without a country prefix needs the field country")]
+    try:
+        # A number with its own prefix ignores the country; "DK" only fills the gap.
+        e164 = to_e164(phone, country or "DK")
+    except InvalidNumber as exc:
+        return [dead_letter(source, now, INVALID_NUMBER, f"{exc.reason}: {exc}")]
+    if sent["sent_at_ms"] > now + limits.max_clock_skew_ms:
+        ahead = sent["sent_at_ms"] - now
+        return [dead_letter(source, now, "future_send",
+                            f"sent_at is {ahead} ms after the record reached Kafka")]
+    return [Output(topics.BY_NUMBER, e164.encode(), {
+        "kind": "sent",
+        "e164": e164,
+        "at_ms": sent["sent_at_ms"],
+        "event_id": None,
+        "decision_id": sent["decision_id"],
+        "automation_id": None,
+        "enabled": True,
+        "cooldown_enabled": False,
+        "cooldown_ms": 0,
+        "window": "always",
+        "timezone": "UTC",
+        "text": None,
+        "sender": None,
+        "origin": sent["origin"],
+        "ref": sent["decision_id"] or sent["message_id"] or "",
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+    })]

@@ -1,0 +1,99 @@
+"""Settings: one frozen object, read from the environment in one place.
+
+Every process of the project (worker, CLI, demo, connector) takes its configuration
+from here, so the same code runs against the embedded broker or a real Kafka.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_PARTITIONS = 4
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Comma-separated host:port list; empty means "no broker given" and the demo
+    # starts the embedded one.
+    bootstrap_servers: str = ""
+    app_id: str = "sms-cooldown"
+    # Partition count of every E.164-keyed topic the cooldown agent reads and of its
+    # table's changelog; a worker refuses to start when the topics disagree with it.
+    partitions: int = DEFAULT_PARTITIONS
+    data_dir: Path = Path("data")
+    store: str = "rocksdb"
+    # Group membership timeouts. Kafka's defaults make every join wait 30 s or more;
+    # these suit a small cluster and keep failover after a crash under ten seconds.
+    session_timeout_s: float = 6.0
+    rebalance_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    commit_interval_s: float = 1.0
+    # A trigger whose occurred_at lies further ahead of its Kafka timestamp than this
+    # is rejected as dated in the future; one older than max_trigger_age as stale.
+    max_clock_skew_ms: int = 5 * 60 * 1000
+    max_trigger_age_ms: int = 7 * 24 * 3600 * 1000
+    log_level: str = "INFO"
+    # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
+    log_hash_key: bytes = field(default=b"", repr=False)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        store = env.get("SMSCOOL_STORE", "rocksdb")
+        if store not in ("rocksdb", "memory"):
+            raise ValueError(f"SMSCOOL_STORE must be 'rocksdb' or 'memory', got {store!r}")
+        partitions = _int(env, "SMSCOOL_PARTITIONS", DEFAULT_PARTITIONS)
+        if partitions < 1:
+            raise ValueError("SMSCOOL_PARTITIONS must be at least 1")
+        hash_key = env.get("SMSCOOL_LOG_HASH_KEY", "")
+        return cls(
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip(),
+            app_id=env.get("SMSCOOL_APP_ID", "sms-cooldown"),
+            partitions=partitions,
+            data_dir=Path(env.get("SMSCOOL_DATA_DIR", "data")),
+            store=store,
+            session_timeout_s=_float(env, "SMSCOOL_SESSION_TIMEOUT_S", 6.0),
+            rebalance_timeout_s=_float(env, "SMSCOOL_REBALANCE_TIMEOUT_S", 6.0),
+            heartbeat_interval_s=_float(env, "SMSCOOL_HEARTBEAT_INTERVAL_S", 1.0),
+            commit_interval_s=_float(env, "SMSCOOL_COMMIT_INTERVAL_S", 1.0),
+            max_clock_skew_ms=_int(env, "SMSCOOL_MAX_CLOCK_SKEW_MS", 5 * 60 * 1000),
+            max_trigger_age_ms=_int(env, "SMSCOOL_MAX_TRIGGER_AGE_MS", 7 * 24 * 3600 * 1000),
+            log_level=env.get("SMSCOOL_LOG_LEVEL", "INFO").upper(),
+            # Without a configured key, hashes are still unlinkable to numbers but only
+            # comparable within one process.
+            log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(16),
+        )
+
+    def with_bootstrap(self, bootstrap_servers: str) -> Settings:
+        return replace(self, bootstrap_servers=bootstrap_servers)
+
+    def require_bootstrap(self) -> str:
+        if not self.bootstrap_servers:
+            raise SystemExit(
+                "KAFKA_BOOTSTRAP_SERVERS is not set: point it at your Kafka "
+                "(for example 127.0.0.1:9092), or start one with `smscool broker`."
+            )
+        return self.bootstrap_servers

@@ -1,0 +1,28 @@
+"""The value of the `last_sent` table: one number's state, to bytes and back.
+
+Key: the E.164 number. Value: the latest SMS that reached the number (or was reserved
+for it) — its time, origin and reference — and the decision ids of the number's latest
+passes, which make a replayed trigger pass again instead of being reserved twice.
+"""
+
+from __future__ import annotations
+
+import json
+
+from streams.rule import LastSend, NumberState
+
+
+def encode_state(state: NumberState) -> bytes:
+    last = state.last
+    body: dict[str, object] = {"p": list(state.recent_passes)}
+    if last is not None:
+        body.update(t=last.at_ms, o=last.origin, r=last.ref)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_state(data: bytes | None) -> NumberState | None:
+    if data is None:
+        return None
+    body = json.loads(data)
+    last = LastSend(body["t"], body["o"], body["r"]) if "t" in body else None
+    return NumberState(last=last, recent_passes=tuple(body["p"]))
