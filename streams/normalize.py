@@ -159,14 +159,8 @@ def _route_sent(source: Source, limits: Limits) -> list[Output]:
         sent = codecs.SENT.decode(source.value)
     except codecs.CodecError as exc:
         return [dead_letter(source, now, exc.reason, exc.detail)]
-    phone: str = sent["phone"]
-    country = sent["country"]
-    if country is None and not phone.lstrip().startswith(("+", "00")):
-        return [dead_letter(source, now, INVALID_NUMBER,
-                             "a send without a country prefix needs the field country")]
     try:
-        # A number with its own prefix ignores the country; "DK" only fills the gap.
-        e164 = to_e164(phone, country or "DK")
+        e164 = to_e164(sent["phone"], sent["country"])
     except InvalidNumber as exc:
         return [dead_letter(source, now, INVALID_NUMBER, f"{exc.reason}: {exc}")]
     if sent["sent_at_ms"] > now + limits.max_clock_skew_ms:

@@ -21,6 +21,7 @@ REASONS: tuple[str, ...] = (
     "too_long",
     "unknown_country_code",
     "invalid_for_region",
+    "missing_country_code",
 )
 
 # Messages must never include the raw number: exceptions end up in logs and dead-letter topics.
@@ -33,6 +34,7 @@ _MESSAGES: dict[str, str] = {
     "too_long": "The phone number has too many digits.",
     "unknown_country_code": "The phone number starts with an unknown country calling code.",
     "invalid_for_region": "The phone number is not a valid number for its country.",
+    "missing_country_code": "The phone number has no country prefix and no country was given.",
 }
 
 _SEPARATORS = frozenset("+-.()/")
@@ -87,9 +89,12 @@ def region_for_country(country: str) -> str:
     )
 
 
-def to_e164(raw: str, country: str) -> str:
-    """E.164 form of `raw`; `country` only applies to numbers written without a country prefix."""
-    region = region_for_country(country)
+def to_e164(raw: str, country: str | None) -> str:
+    """E.164 form of `raw`; `country` only applies to numbers written without a country prefix.
+
+    With `country` None the number must carry its own prefix (+45 or 0045).
+    """
+    region = region_for_country(country) if country is not None else None
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidNumber("empty_number")
     # Checked before parsing: phonenumbers turns vanity letters (1-800-FLOWERS) into digits and
@@ -99,6 +104,14 @@ def to_e164(raw: str, country: str) -> str:
     # ASCII digits only: phonenumbers would also read digits of other scripts, a guess too.
     if any(not ("0" <= ch <= "9" or ch.isspace() or ch in _SEPARATORS) for ch in raw):
         raise InvalidNumber("bad_characters")
+    if region is None:
+        written = raw.strip()
+        if written.startswith("00"):
+            # 00 is the international prefix almost everywhere, as + is in writing.
+            written = "+" + written[2:]
+        if not written.startswith("+"):
+            raise InvalidNumber("missing_country_code")
+        raw = written
     try:
         number = phonenumbers.parse(raw, region)
     except NumberParseException as exc:

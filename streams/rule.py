@@ -87,8 +87,12 @@ def decide(
     if last is not None and last.at_ms > now_ms:
         reservation = last  # never move the clock backwards
     passes = state.recent_passes if state is not None else ()
-    new_state = NumberState(reservation, (*passes, decision_id)[-RECENT_PASSES:])
-    return Decision(decision_id, PASSED, now_ms), new_state
+    # Only a pass that a replay could decide differently needs remembering: without
+    # cooldown a replay passes anyway, and remembering it would push out the passes
+    # that do need it.
+    if terms.cooldown_enabled:
+        passes = (*passes, decision_id)[-RECENT_PASSES:]
+    return Decision(decision_id, PASSED, now_ms), NumberState(reservation, passes)
 
 
 def record_send(state: NumberState | None, send: LastSend) -> NumberState:

@@ -161,3 +161,15 @@ def test_unknown_country_is_a_configuration_error_not_an_invalid_number():
     with pytest.raises(ValueError) as exc:
         to_e164("20123456", "XX")
     assert not isinstance(exc.value, InvalidNumber)
+
+
+@pytest.mark.parametrize("raw", ["+45 20 12 34 56", "004520123456", " +4520123456 "])
+def test_without_country_a_number_with_its_own_prefix_is_read(raw):
+    assert to_e164(raw, None) == "+4520123456"
+
+
+@pytest.mark.parametrize("raw", ["20123456", "20 12 34 56"])
+def test_without_country_a_number_without_prefix_is_refused(raw):
+    with pytest.raises(InvalidNumber) as exc:
+        to_e164(raw, None)
+    assert exc.value.reason == "missing_country_code"

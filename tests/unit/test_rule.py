@@ -154,7 +154,8 @@ def test_cooldown_off_always_passes_yet_reserves():
     state = passed_state(T0)
     decision, state = decide("f1", FREE, state, T0 + 1)
     assert decision.outcome == PASSED
-    assert state == NumberState(LastSend(T0 + 1, "otp", "f1"), ("d0", "f1"))
+    # reserved, but not remembered as a pass: its replay passes anyway
+    assert state == NumberState(LastSend(T0 + 1, "otp", "f1"), ("d0",))
     # and its SMS counts for automations that do have a cooldown
     decision_a, _ = decide("a1", A, state, T0 + INTERVAL)
     assert decision_a.outcome == SUPPRESSED_COOLDOWN
@@ -166,7 +167,7 @@ def test_cooldown_off_passes_with_a_future_last_send_and_keeps_it():
     state = passed_state(T0 + HOUR, origin="crm", ref="m1")
     decision, new_state = decide("f1", FREE, state, T0)
     assert decision.outcome == PASSED
-    assert new_state == NumberState(LastSend(T0 + HOUR, "crm", "m1"), ("m1", "f1"))
+    assert new_state == NumberState(LastSend(T0 + HOUR, "crm", "m1"), ("m1",))
 
 
 def test_reservation_at_the_same_instant_replaces_last():
@@ -254,7 +255,7 @@ def test_replay_after_another_automation_without_cooldown_passed():
     again, state_again = decide("d1", A, state, T0)
     assert again == first
     assert state_again is state
-    assert state.recent_passes == ("d1", "f1")
+    assert state.recent_passes == ("d1",)
 
 
 def test_replay_after_an_external_send_still_passes():
@@ -283,15 +284,24 @@ def test_suppressed_decision_is_not_remembered_as_a_pass():
 
 def test_recent_passes_keep_the_latest_few():
     state = None
-    ids = [f"f{i}" for i in range(RECENT_PASSES + 3)]
+    ids = [f"d{i}" for i in range(RECENT_PASSES + 3)]
     for i, decision_id in enumerate(ids):
-        _, state = decide(decision_id, FREE, state, T0 + i)
+        _, state = decide(decision_id, A, state, T0 + i * INTERVAL)
     assert state.recent_passes == tuple(ids[-RECENT_PASSES:])
     assert len(state.recent_passes) == RECENT_PASSES
     # the oldest pass fell out of the list, so its replay would be a new decision
-    replayed, new_state = decide(ids[0], FREE, state, T0 + 100)
+    later = T0 + 100 * INTERVAL
+    replayed, new_state = decide(ids[0], A, state, later)
     assert replayed.outcome == PASSED
-    assert new_state.last == LastSend(T0 + 100, "otp", ids[0])
+    assert new_state.last == LastSend(later, "welcome", ids[0])
+
+
+def test_passes_without_cooldown_are_not_remembered():
+    _, state = decide("d1", A, None, T0)
+    for i in range(2 * RECENT_PASSES):
+        _, state = decide(f"f{i}", FREE, state, T0 + i + 1)
+    assert state.recent_passes == ("d1",)
+    assert decide("d1", A, state, T0)[0].outcome == PASSED
 
 
 # --- record_send -----------------------------------------------------------------------------
@@ -404,8 +414,12 @@ def test_random_histories_keep_the_invariants():
             if terms.cooldown_enabled and last is not None:
                 assert now - last.at_ms >= terms.cooldown_ms
             assert new_state.last.at_ms == max(now, last.at_ms if last else now)
-            assert new_state.recent_passes[-1] == decision_id
             assert len(new_state.recent_passes) <= RECENT_PASSES
+            if not terms.cooldown_enabled:
+                assert new_state.recent_passes == (state.recent_passes if state else ())
+                state = new_state
+                continue
+            assert new_state.recent_passes[-1] == decision_id
             passed[decision_id] = (decision, new_state)
             state = new_state
             # a pass is remembered only while it is among the latest few
