@@ -82,6 +82,7 @@ class Scenario:
     automations: list[Automation]
     sends: list[tuple[bytes, bytes, int]]        # key, value, Kafka timestamp
     triggers: list[tuple[bytes, bytes, int]]
+    event_ids: list[str] = field(default_factory=list)  # of each trigger, in order
     garbage: int = 0
     e164_of: dict[str, str] = field(default_factory=dict)  # customer id -> E.164
 
@@ -144,6 +145,7 @@ def scenario(seed: int, n_triggers: int, n_numbers: int, end_ms: int) -> Scenari
         else:
             value = codecs.TRIGGER.encode(trigger)
         result.triggers.append((customer.encode(), value, at))
+        result.event_ids.append(trigger["event_id"])
     return result
 
 

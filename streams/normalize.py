@@ -163,6 +163,8 @@ def _route_sent(source: Source, limits: Limits) -> list[Output]:
         e164 = to_e164(sent["phone"], sent["country"])
     except InvalidNumber as exc:
         return [dead_letter(source, now, INVALID_NUMBER, f"{exc.reason}: {exc}")]
+    except ValueError as exc:  # the country itself is unknown
+        return [dead_letter(source, now, "invalid_record", str(exc))]
     if sent["sent_at_ms"] > now + limits.max_clock_skew_ms:
         ahead = sent["sent_at_ms"] - now
         return [dead_letter(source, now, "future_send",
