@@ -101,7 +101,7 @@ def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None =
         async for event in stream.events():
             message = event.message
             source = Source(message.topic, message.partition, message.offset,
-                            int(message.timestamp * 1000), message.key, message.value)
+                            round(message.timestamp * 1000), message.key, message.value)
             for output in route(source, pipeline.catalog, limits):
                 if output.topic == topics.DEADLETTER:
                     log.warning("dead letter from %s[%d]@%d: %s", source.topic,
@@ -118,30 +118,46 @@ def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None =
     return pipeline
 
 
-async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
-                             message: Any) -> None:
-    try:
-        number_event = codecs.NUMBER_EVENT.decode(value)
-    except codecs.CodecError as exc:
-        source = Source(message.topic, message.partition, message.offset,
-                        int(message.timestamp * 1000), key, value)
-        await pipeline.emit(dead_letter(source, source.timestamp_ms, exc.reason, exc.detail))
-        return
-    table = pipeline.last_sent
-    state = decode_state(table.get(key))
-    if number_event["kind"] == "sent":
-        send = LastSend(number_event["at_ms"], number_event["origin"], number_event["ref"] or "")
-        new_state = record_send(state, send)
-        if new_state != state:
-            table[key] = encode_state(new_state)
-        return
-    terms = AutomationTerms(
+_TRIGGER_FIELDS = ("event_id", "decision_id", "automation_id", "text", "sender")
+
+
+def _terms_of(number_event: dict[str, Any]) -> AutomationTerms:
+    """The automation's terms a trigger carries; ValueError when they make no sense."""
+    missing = [name for name in _TRIGGER_FIELDS if number_event[name] is None]
+    if missing:
+        raise ValueError(f"a trigger number event without {', '.join(missing)}")
+    return AutomationTerms(
         automation_id=number_event["automation_id"],
         enabled=number_event["enabled"],
         cooldown_enabled=number_event["cooldown_enabled"],
         cooldown_ms=number_event["cooldown_ms"],
         window=_window(number_event["window"], number_event["timezone"]),
     )
+
+
+async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
+                             message: Any) -> None:
+    try:
+        number_event = codecs.NUMBER_EVENT.decode(value)
+        terms = _terms_of(number_event) if number_event["kind"] == "trigger" else None
+    except (codecs.CodecError, ValueError) as exc:
+        # Only a bug or a foreign writer puts such a record on the internal topic; it
+        # must not stop the agent, nor reserve a number for an SMS that cannot be made.
+        reason, detail = (exc.reason, exc.detail) if isinstance(exc, codecs.CodecError) \
+            else ("invalid_record", str(exc))
+        source = Source(message.topic, message.partition, message.offset,
+                        round(message.timestamp * 1000), key, value)
+        await pipeline.emit(dead_letter(source, source.timestamp_ms, reason, detail))
+        return
+    table = pipeline.last_sent
+    state = decode_state(table.get(key))
+    if terms is None:
+        send = LastSend(number_event["at_ms"], number_event["origin"] or "unknown",
+                        number_event["ref"] or "")
+        new_state = record_send(state, send)
+        if new_state != state:
+            table[key] = encode_state(new_state)
+        return
     decision, new_state = decide(number_event["decision_id"], terms, state, number_event["at_ms"])
     if new_state is not None and new_state != state:
         table[key] = encode_state(new_state)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from functools import cache
 from typing import Any
 
@@ -17,6 +18,9 @@ import fastavro
 import fastavro.validation
 
 from schemas import SCHEMA_DIR
+
+
+_FIELD_IN_MESSAGE = re.compile(r"on field (\w+)")
 
 
 class CodecError(ValueError):
@@ -60,14 +64,29 @@ class AvroCodec:
         try:
             fastavro.schemaless_writer(out, self.schema, record)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            raise CodecError("unencodable", f"cannot encode {self.full_name}: {exc}") from None
+            # fastavro's message may quote the value (a phone number): name the field only.
+            field = _FIELD_IN_MESSAGE.search(str(exc))
+            where = f" on field {field.group(1)}" if field else ""
+            raise CodecError(
+                "unencodable", f"cannot encode {self.full_name}: {type(exc).__name__}{where}"
+            ) from None
         return out.getvalue()
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if data is None:
             raise CodecError("tombstone", f"a null value where a {self.full_name} was expected")
-        if data[:1] == b"{" or data.lstrip()[:1] == b"{":
+        if data[:1] == b"{":
             return self.decode_json(data)
+        if data.lstrip()[:1] == b"{":
+            # JSON after white space, or Avro whose first length byte happens to be a
+            # space or a tab: try both, and report the JSON error if neither reads it.
+            try:
+                return self.decode_json(data)
+            except CodecError as json_error:
+                try:
+                    return self.decode_avro(data)
+                except CodecError:
+                    raise json_error from None
         return self.decode_avro(data)
 
     def decode_avro(self, data: bytes) -> dict[str, Any]:

@@ -57,7 +57,7 @@ class Settings:
     max_trigger_age_ms: int = 7 * 24 * 3600 * 1000
     log_level: str = "INFO"
     # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
-    log_hash_key: bytes = field(default=b"", repr=False)
+    log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

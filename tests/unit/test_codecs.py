@@ -1,0 +1,205 @@
+"""Codecs: every record round-trips; Avro and JSON are told apart; bad bytes give one clear
+CodecError with a reason code, and no error message repeats a phone number."""
+
+import json
+
+import pytest
+
+from streams import codecs
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+PHONE = "+4520123456"
+
+# One record per schema with every field set to a non-default value.
+FULL = {
+    "sms_cooldown.Automation": {
+        "automation_id": "welcome", "title": "Welcome text", "enabled": False,
+        "event_type": "signup", "segment": "vip", "country": "DK",
+        "timezone": "Europe/Copenhagen", "window": "mon-fri 09:00-20:00",
+        "message": "Hi {name}", "sender": "ACME", "cooldown_enabled": True,
+        "cooldown_ms": 86_400_000, "updated_at_ms": T0,
+    },
+    "sms_cooldown.Trigger": {
+        "event_id": "evt-1", "automation_id": "welcome", "event_type": "signup",
+        "segment": "vip", "phone": "+45 20 12 34 56", "occurred_at_ms": T0,
+        "attributes": {"name": "Bo", "city": "Aarhus"},
+    },
+    "sms_cooldown.Sent": {
+        "phone": "20123456", "country": "DK", "sent_at_ms": T0, "origin": "crm",
+        "decision_id": "d-1", "message_id": "m-1",
+    },
+    "sms_cooldown.NumberEvent": {
+        "kind": "sent", "e164": PHONE, "at_ms": T0, "event_id": "evt-1", "decision_id": "d-1",
+        "automation_id": "welcome", "enabled": False, "cooldown_enabled": True,
+        "cooldown_ms": 3_600_000, "window": "daily 08:00-21:00", "timezone": "Europe/Copenhagen",
+        "text": "Hi Bo", "sender": "ACME", "origin": "crm", "ref": "m-1",
+        "source_topic": "sms.sent", "source_partition": 3, "source_offset": 42,
+    },
+    "sms_cooldown.SendRequest": {
+        "decision_id": "d-1", "event_id": "evt-1", "automation_id": "welcome", "e164": PHONE,
+        "text": "Hi Bo", "sender": "ACME", "decided_at_ms": T0,
+    },
+    "sms_cooldown.Decision": {
+        "decision_id": "d-2", "event_id": "evt-2", "automation_id": "welcome", "e164": PHONE,
+        "outcome": "suppressed_cooldown", "detail": "the number got an SMS",
+        "decided_at_ms": T0 + 1, "cause_at_ms": T0, "cause_origin": "crm", "cause_ref": "m-1",
+        "source_topic": "sms.triggers", "source_partition": 1, "source_offset": 7,
+    },
+    "sms_cooldown.DeadLetter": {
+        "reason": "undecodable", "detail": "not a valid Avro", "source_topic": "sms.triggers",
+        "source_partition": 2, "source_offset": 9, "key": b"k\x00", "value": b"\xff\xfe",
+        "failed_at_ms": T0,
+    },
+}
+
+TRIGGER_JSON = {"event_id": "evt-1", "phone": PHONE, "occurred_at_ms": T0}
+
+
+def test_every_codec_has_a_full_record():
+    assert set(FULL) == set(codecs.CODECS)
+
+
+@pytest.mark.parametrize("name", sorted(FULL))
+def test_round_trip(name):
+    codec = codecs.CODECS[name]
+    data = codec.encode(FULL[name])
+    assert data[:1] != b"{"
+    assert codec.decode(data) == FULL[name]
+
+
+@pytest.mark.parametrize("name", ["sms_cooldown.Trigger", "sms_cooldown.Sent"])
+def test_json_round_trip(name):
+    data = json.dumps(FULL[name]).encode()
+    assert codecs.CODECS[name].decode(data) == FULL[name]
+
+
+def test_json_fills_defaults():
+    assert codecs.TRIGGER.decode(json.dumps(TRIGGER_JSON).encode()) == {
+        **TRIGGER_JSON, "automation_id": None, "event_type": None, "segment": None,
+        "attributes": {},
+    }
+
+
+def test_json_is_detected_after_leading_whitespace():
+    data = b" \n\t" + json.dumps(FULL["sms_cooldown.Trigger"]).encode()
+    assert codecs.TRIGGER.decode(data) == FULL["sms_cooldown.Trigger"]
+
+
+def test_avro_is_not_read_as_json():
+    data = codecs.TRIGGER.encode(FULL["sms_cooldown.Trigger"])
+    with pytest.raises(codecs.CodecError) as err:
+        codecs.TRIGGER.decode_json(data)
+    assert err.value.reason == "undecodable"
+
+
+def test_avro_whose_length_byte_is_whitespace_is_still_avro():
+    record = {**FULL["sms_cooldown.Trigger"], "event_id": "{evt-0123456789}"}
+    data = codecs.TRIGGER.encode(record)
+    assert data[:2] == b" {"
+    assert codecs.TRIGGER.decode(data) == record
+
+
+@pytest.mark.parametrize(
+    ("patch", "reason", "message"),
+    [
+        ({"phone": None}, "invalid_record", "missing field(s) for sms_cooldown.Trigger: phone"),
+        ({"occurred_at_ms": "soon"}, "invalid_record",
+         "JSON does not fit sms_cooldown.Trigger: wrong type for occurred_at_ms"),
+        ({"occurred_at_ms": True}, "invalid_record",
+         "JSON does not fit sms_cooldown.Trigger: wrong type for occurred_at_ms"),
+        ({"attributes": {"name": 5}}, "invalid_record",
+         "JSON does not fit sms_cooldown.Trigger: wrong type for attributes"),
+        ({"colour": "red", "size": 3}, "invalid_record",
+         "unknown field(s) for sms_cooldown.Trigger: colour, size"),
+    ],
+)
+def test_bad_json_fields(patch, reason, message):
+    body = {k: v for k, v in {**TRIGGER_JSON, **patch}.items() if v is not None}
+    with pytest.raises(codecs.CodecError) as err:
+        codecs.TRIGGER.decode(json.dumps(body).encode())
+    assert (err.value.reason, str(err.value)) == (reason, message)
+
+
+@pytest.mark.parametrize("data", [b"[1, 2]", b'"text"', b"42", b"null"])
+def test_json_that_is_not_an_object(data):
+    with pytest.raises(codecs.CodecError) as err:
+        codecs.TRIGGER.decode_json(data)
+    assert err.value.reason == "invalid_record"
+    assert str(err.value) == "a JSON sms_cooldown.Trigger must be an object"
+
+
+@pytest.mark.parametrize("data", [b'{"event_id": ', b"{'event_id': 'x'}", b"{\xff}", b"{}}"])
+def test_invalid_json(data):
+    with pytest.raises(codecs.CodecError) as err:
+        codecs.TRIGGER.decode(data)
+    assert err.value.reason == "undecodable"
+    assert str(err.value).startswith("not valid JSON: ")
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff\xfe\x00garbage", b"[1, 2]", b"\x01", b"\x80" * 20])
+@pytest.mark.parametrize("name", sorted(FULL))
+def test_garbage(name, data):
+    with pytest.raises(codecs.CodecError) as err:
+        codecs.CODECS[name].decode(data)
+    assert err.value.reason == "undecodable"
+    assert str(err.value).startswith(f"not a valid Avro {name}: ")
+
+
+@pytest.mark.parametrize("name", sorted(FULL))
+def test_every_truncation_is_rejected(name):
+    codec = codecs.CODECS[name]
+    data = codec.encode(FULL[name])
+    for end in range(len(data)):
+        with pytest.raises(codecs.CodecError) as err:
+            codec.decode(data[:end])
+        assert err.value.reason == "undecodable", end
+
+
+@pytest.mark.parametrize("name", sorted(FULL))
+def test_trailing_bytes(name):
+    codec = codecs.CODECS[name]
+    with pytest.raises(codecs.CodecError) as err:
+        codec.decode(codec.encode(FULL[name]) + b"\x00\x02")
+    assert err.value.reason == "undecodable"
+    assert str(err.value) == f"not a valid Avro {name}: 2 bytes left after the record"
+
+
+@pytest.mark.parametrize("name", sorted(FULL))
+def test_none_is_a_tombstone(name):
+    with pytest.raises(codecs.CodecError) as err:
+        codecs.CODECS[name].decode(None)
+    assert err.value.reason == "tombstone"
+    assert str(err.value) == f"a null value where a {name} was expected"
+
+
+def test_encoding_a_record_without_a_required_field():
+    with pytest.raises(codecs.CodecError) as err:
+        codecs.SEND_REQUEST.encode({"decision_id": "d-1"})
+    assert err.value.reason == "unencodable"
+    assert str(err.value).startswith("cannot encode sms_cooldown.SendRequest: ")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        json.dumps({**TRIGGER_JSON, "occurred_at_ms": "yesterday"}).encode(),
+        json.dumps({**TRIGGER_JSON, "segment": ["vip"]}).encode(),
+        json.dumps({**TRIGGER_JSON, "phone": 4520123456}).encode(),
+        json.dumps({**TRIGGER_JSON, "extra": PHONE}).encode(),
+        json.dumps({"event_id": "evt-1", "phone": PHONE}).encode(),
+        b'{"event_id": "evt-1", "phone": "+4520123456", ',
+        b'{"phone": "+4520123456"}\x00',
+    ],
+)
+def test_decode_errors_never_repeat_the_phone_number(data):
+    with pytest.raises(codecs.CodecError) as err:
+        codecs.TRIGGER.decode(data)
+    assert "4520123456" not in str(err.value)
+    assert "4520123456" not in err.value.detail
+
+
+def test_encode_errors_never_repeat_the_phone_number():
+    record = {**FULL["sms_cooldown.Decision"], "e164": PHONE.encode()}
+    with pytest.raises(codecs.CodecError) as err:
+        codecs.DECISION.encode(record)
+    assert "4520123456" not in str(err.value)
