@@ -19,7 +19,6 @@ import fastavro.validation
 
 from schemas import SCHEMA_DIR
 
-
 _FIELD_IN_MESSAGE = re.compile(r"on field (\w+)")
 
 
