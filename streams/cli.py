@@ -52,6 +52,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from streams.agents import build_pipeline
     from streams.app import build_app
+    from streams.broker import correct_faust_end_offsets, is_embedded
     from streams.kafka import PartitionMismatch, ensure_topics
 
     settings = _settings()
@@ -61,6 +62,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except PartitionMismatch as exc:
         print(f"smscool worker: refusing to start: {exc}", file=sys.stderr)
         return 2
+    if is_embedded(bootstrap):
+        correct_faust_end_offsets(bootstrap)
     app = build_app(settings)
     build_pipeline(app, settings)
     worker = faust.Worker(app, loglevel=settings.log_level)

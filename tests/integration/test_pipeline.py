@@ -286,3 +286,25 @@ def test_worker_refuses_topics_with_other_partition_counts(bootstrap, start_work
     assert worker.process.wait(timeout=60) == 2
     log = worker.log_path.read_text()
     assert "refusing to start" in log and "same partition count" in log
+
+
+def test_two_workers_share_the_partitions_and_survive_losing_one(
+        bootstrap, start_worker, tmp_path):
+    sc = scenario(seed=31, n_triggers=6000, n_numbers=1500, end_ms=now_ms())
+    _, expected, _ = expected_outcomes(sc)
+    first, second = start_worker(), start_worker()
+    feed(bootstrap, sc)
+    wait_for(bootstrap, topics.DECISIONS, lambda rs: len(rs) >= 2000, 180)
+    second.kill()
+    try:
+        by_event = decisions_by_event(bootstrap, len(expected), timeout_s=240)
+    except TimeoutError:
+        pytest.fail(f"the surviving worker did not take over\n{worker_logs(tmp_path)}")
+    assert first.alive()
+    assert_matches_model(by_event, expected)
+    sends = outbox(bootstrap)
+    passed = {decision_id(e, x.automation_id) for e, x in expected.items() if x.outcome == "passed"}
+    assert {s["decision_id"] for s in sends} == passed
+    assert_no_double_send(sends, sc)
+    # Both workers did part of the work: each wrote RocksDB files of its partitions.
+    assert table_contents(first.data_dir) and table_contents(second.data_dir)
