@@ -1,7 +1,7 @@
 """The Faust agents: normalize and re-key every input by E.164, then decide.
 
 `normalize` is stateless and runs the pure `streams.normalize.route` on every record
-of sms.triggers and sms.sent. `cooldown` is the only writer of a number's state: it
+of sms.triggers, sms.sent and sms.delivery. `cooldown` is the only writer of a number's state: it
 reads the E.164-keyed topic, applies the pure rule `streams.rule.decide` against the
 `last_sent` table, and writes a decision per trigger and a send request per pass.
 """
@@ -9,8 +9,6 @@ reads the E.164-keyed topic, applies the pure rule `streams.rule.decide` against
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ import faust
 from streams import codecs, topics
 from streams.automations import Catalog, follow_catalog
 from streams.normalize import Limits, Output, Source, dead_letter, route
-from streams.rule import PASSED, AutomationTerms, LastSend, decide, record_send
+from streams.rule import PASSED, AutomationTerms, LastSend, decide, record_send, release
 from streams.settings import Settings
 from streams.state import decode_state, encode_state
 from streams.window import SendingWindow, parse_window
@@ -35,11 +33,6 @@ _OUTPUT_CODECS = {
     topics.OUTBOX: codecs.SEND_REQUEST,
     topics.DEADLETTER: codecs.DEAD_LETTER,
 }
-
-
-def number_tag(key: bytes, settings: Settings) -> str:
-    """A short keyed hash that names a number in logs without revealing it."""
-    return hmac.new(settings.log_hash_key, key, hashlib.sha256).hexdigest()[:10]
 
 
 @lru_cache(maxsize=1024)
@@ -78,7 +71,7 @@ def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None =
         for name in (topics.BY_NUMBER, topics.OUTBOX, topics.DECISIONS)
     }
     declared[topics.DEADLETTER] = topic(topics.DEADLETTER, partitions=1)
-    inputs = topic(topics.TRIGGERS, topics.SENT)
+    inputs = topic(topics.TRIGGERS, topics.SENT, topics.DELIVERY)
     last_sent = app.Table(
         topics.LAST_SENT_TABLE, default=None, partitions=partitions,
         key_type=bytes, value_type=bytes,
@@ -139,7 +132,10 @@ async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
                              message: Any) -> None:
     try:
         number_event = codecs.NUMBER_EVENT.decode(value)
-        terms = _terms_of(number_event) if number_event["kind"] == "trigger" else None
+        kind = number_event["kind"]
+        terms = _terms_of(number_event) if kind == "trigger" else None
+        if kind == "release" and not number_event["decision_id"]:
+            raise ValueError("a release without decision_id")
     except (codecs.CodecError, ValueError) as exc:
         # Only a bug or a foreign writer puts such a record on the internal topic; it
         # must not stop the agent, nor reserve a number for an SMS that cannot be made.
@@ -152,10 +148,13 @@ async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
     table = pipeline.last_sent
     state = decode_state(table.get(key))
     if terms is None:
-        send = LastSend(number_event["at_ms"], number_event["origin"] or "unknown",
-                        number_event["ref"] or "")
-        new_state = record_send(state, send)
-        if new_state != state:
+        if kind == "release":
+            new_state = release(state, number_event["decision_id"])
+        else:
+            new_state = record_send(state, LastSend(
+                number_event["at_ms"], number_event["origin"] or "unknown",
+                number_event["ref"] or ""))
+        if new_state is not None and new_state != state:
             table[key] = encode_state(new_state)
         return
     decision, new_state = decide(number_event["decision_id"], terms, state, number_event["at_ms"])
@@ -163,7 +162,7 @@ async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
         table[key] = encode_state(new_state)
     cause = decision.cause
     if decision.outcome != PASSED:
-        log.debug("number %s: %s", number_tag(key, pipeline.settings), decision.outcome)
+        log.debug("number %s: %s", pipeline.settings.number_tag(key), decision.outcome)
     await pipeline.emit(Output(topics.DECISIONS, key, {
         "decision_id": decision.decision_id,
         "event_id": number_event["event_id"],

@@ -59,6 +59,7 @@ class Automation:
     enabled: bool = True
     cooldown_enabled: bool = False
     cooldown_ms: int = 0
+    failed_sends_count: bool = False
     updated_at_ms: int = 0
 
     def __post_init__(self) -> None:

@@ -85,6 +85,8 @@ def _automation_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["cooldown_ms"] = parse_duration_ms(args.cooldown)
     if getattr(args, "no_cooldown", False):
         fields["cooldown_enabled"] = False
+    if getattr(args, "failed_sends_count", None) is not None:
+        fields["failed_sends_count"] = args.failed_sends_count
     return fields
 
 
@@ -171,6 +173,7 @@ def _codec_for(topic: str) -> codecs.AvroCodec | None:
         topics.AUTOMATIONS: codecs.AUTOMATION, topics.TRIGGERS: codecs.TRIGGER,
         topics.SENT: codecs.SENT, topics.BY_NUMBER: codecs.NUMBER_EVENT,
         topics.OUTBOX: codecs.SEND_REQUEST, topics.DECISIONS: codecs.DECISION,
+        topics.DELIVERY: codecs.DELIVERY_OUTCOME,
         topics.DEADLETTER: codecs.DEAD_LETTER,
     }.get(topic)
 
@@ -179,6 +182,36 @@ def _json_bytes(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     raise TypeError(type(value).__name__)
+
+
+def cmd_connector(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from connectors.connector import Connector
+    from connectors.gateways import GatewayConfig, build_gateway
+
+    settings = _settings()
+    settings.require_bootstrap()
+    gateway = build_gateway(GatewayConfig.from_env(gateway=args.gateway))
+    logging.getLogger().setLevel(settings.log_level)
+
+    async def run() -> None:
+        connector = Connector(settings, gateway)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, connector.stop)
+        stats = await connector.run()
+        print(f"connector stopped: {stats.line()}", flush=True)
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_fake_gateway(args: argparse.Namespace) -> int:
+    from connectors.fake_gateway import main as fake_gateway_main
+
+    return fake_gateway_main(args.fake_gateway_args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -221,9 +254,23 @@ def parser() -> argparse.ArgumentParser:
         cooldown.add_argument("--cooldown", metavar="INTERVAL",
                               help="switch cooldown on with this interval: 24h, 30m, 7d")
         cooldown.add_argument("--no-cooldown", dest="no_cooldown", action="store_true")
+        c.add_argument("--failed-sends-count", dest="failed_sends_count",
+                       action=argparse.BooleanOptionalAction, default=None,
+                       help="whether a send the gateway refused still holds the cooldown "
+                            "(default: no, the reservation is released)")
     for action in ("enable", "disable"):
         actions.add_parser(action).add_argument("automation_id")
     a.set_defaults(func=cmd_automation)
+
+    c = sub.add_parser("connector", help="send sms.outbox through an HTTP SMS gateway")
+    c.add_argument("--gateway", choices=["gatewayapi", "webhook"], default=None,
+                   help="adapter (default: SMSCOOL_GATEWAY, else gatewayapi)")
+    c.set_defaults(func=cmd_connector)
+
+    f = sub.add_parser("fake-gateway", add_help=False,
+                       help="a fake SMS gateway on loopback, for tests and the demo")
+    f.add_argument("fake_gateway_args", nargs=argparse.REMAINDER)
+    f.set_defaults(func=cmd_fake_gateway)
 
     t = sub.add_parser("tail", help="print a topic's records as JSON lines, decoded")
     t.add_argument("topic")

@@ -141,7 +141,9 @@ NUMBER_EVENT = AvroCodec("sms_cooldown.NumberEvent")
 SEND_REQUEST = AvroCodec("sms_cooldown.SendRequest")
 DECISION = AvroCodec("sms_cooldown.Decision")
 DEAD_LETTER = AvroCodec("sms_cooldown.DeadLetter")
+DELIVERY_OUTCOME = AvroCodec("sms_cooldown.DeliveryOutcome")
 
 CODECS = {c.full_name: c for c in (
-    AUTOMATION, TRIGGER, SENT, NUMBER_EVENT, SEND_REQUEST, DECISION, DEAD_LETTER
+    AUTOMATION, TRIGGER, SENT, NUMBER_EVENT, SEND_REQUEST, DECISION, DEAD_LETTER,
+    DELIVERY_OUTCOME,
 )}

@@ -10,10 +10,8 @@ what happened.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ from phonenumbers import is_valid_number, parse
 from streams import codecs, topics
 from streams.automations import Automation, publish_automation
 from streams.kafka import Record, ensure_topics, iter_records, producer
+from streams.processes import WorkerProcess
 from streams.settings import Settings
 
 HOUR_MS = 3_600_000
@@ -174,47 +173,6 @@ def wait_for(bootstrap: str, topic: str, done: Callable[[list[Record]], bool],
     raise TimeoutError(f"{topic}: gave up after {timeout_s} s with {len(records)} records")
 
 
-class WorkerProcess:
-    """`smscool worker` in a child process, with its own data folder and log file."""
-
-    def __init__(self, bootstrap: str, data_dir: Path, log_path: Path,
-                 extra_env: dict[str, str] | None = None) -> None:
-        self.bootstrap = bootstrap
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.extra_env = extra_env or {}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-               "SMSCOOL_DATA_DIR": str(self.data_dir), **self.extra_env}
-        self.log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], env=env,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if not self.alive():
-            return
-        assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-
 def _ago(ms: int) -> str:
     minutes = ms // 60_000
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
@@ -254,7 +212,6 @@ def _print_summary(sc: Scenario, decisions: list[dict], dead: list[dict], outbox
 def run_demo(triggers: int, numbers: int, seed: int) -> int:
     from contextlib import ExitStack
 
-    from streams.agents import number_tag
     from streams.broker import EmbeddedBroker
 
     settings = Settings.from_env()
@@ -302,5 +259,5 @@ def run_demo(triggers: int, numbers: int, seed: int) -> int:
             print((work / "worker.log").read_text()[-3000:], file=sys.stderr)
             return 1
         _print_summary(sc, list(decided.values()), dead, outbox, time.monotonic() - started,
-                       lambda e164: "#" + number_tag(e164.encode(), settings))
+                       settings.number_tag)
     return 0

@@ -54,6 +54,8 @@ class Limits:
 def route(source: Source, catalog: Catalog, limits: Limits) -> list[Output]:
     if source.topic == topics.SENT:
         return _route_sent(source, limits)
+    if source.topic == topics.DELIVERY:
+        return _route_delivery(source, catalog)
     return _route_trigger(source, catalog, limits)
 
 
@@ -153,6 +155,39 @@ def _route_trigger_to(source: Source, trigger: dict[str, Any], automation: Autom
     })
 
 
+def _number_event(source: Source, kind: str, e164: str, at_ms: int,
+                  **fields: Any) -> Output:
+    return Output(topics.BY_NUMBER, e164.encode(), {
+        "kind": kind, "e164": e164, "at_ms": at_ms,
+        "event_id": None, "decision_id": None, "automation_id": None,
+        "enabled": True, "cooldown_enabled": False, "cooldown_ms": 0,
+        "window": "always", "timezone": "UTC", "text": None, "sender": None,
+        "origin": None, "ref": None,
+        "source_topic": source.topic, "source_partition": source.partition,
+        "source_offset": source.offset,
+        **fields,
+    })
+
+
+def _route_delivery(source: Source, catalog: Catalog) -> list[Output]:
+    """A send the gateway finally refused releases its reservation, unless its
+    automation says refused sends still count. Accepted sends come back on sms.sent."""
+    now = source.timestamp_ms
+    try:
+        outcome = codecs.DELIVERY_OUTCOME.decode(source.value)
+    except codecs.CodecError as exc:
+        return [dead_letter(source, now, exc.reason, exc.detail)]
+    # An ambiguous attempt may have reached the phone: the reservation stays.
+    if outcome["outcome"] == "accepted" or outcome["ambiguous"]:
+        return []
+    automation = catalog.get(outcome["automation_id"])
+    if automation is not None and automation.failed_sends_count:
+        return []
+    return [_number_event(source, "release", outcome["e164"], outcome["at_ms"],
+                          decision_id=outcome["decision_id"],
+                          automation_id=outcome["automation_id"])]
+
+
 def _route_sent(source: Source, limits: Limits) -> list[Output]:
     now = source.timestamp_ms
     try:
@@ -169,23 +204,6 @@ def _route_sent(source: Source, limits: Limits) -> list[Output]:
         ahead = sent["sent_at_ms"] - now
         return [dead_letter(source, now, "future_send",
                             f"sent_at is {ahead} ms after the record reached Kafka")]
-    return [Output(topics.BY_NUMBER, e164.encode(), {
-        "kind": "sent",
-        "e164": e164,
-        "at_ms": sent["sent_at_ms"],
-        "event_id": None,
-        "decision_id": sent["decision_id"],
-        "automation_id": None,
-        "enabled": True,
-        "cooldown_enabled": False,
-        "cooldown_ms": 0,
-        "window": "always",
-        "timezone": "UTC",
-        "text": None,
-        "sender": None,
-        "origin": sent["origin"],
-        "ref": sent["decision_id"] or sent["message_id"] or "",
-        "source_topic": source.topic,
-        "source_partition": source.partition,
-        "source_offset": source.offset,
-    })]
+    return [_number_event(source, "sent", e164, sent["sent_at_ms"],
+                          decision_id=sent["decision_id"], origin=sent["origin"],
+                          ref=sent["decision_id"] or sent["message_id"] or "")]

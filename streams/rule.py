@@ -32,6 +32,9 @@ class LastSend:
 class NumberState:
     last: LastSend | None = None
     recent_passes: tuple[str, ...] = ()  # decision ids of the latest passes, oldest first
+    # What `last` replaced, so that a reservation whose SMS the gateway finally
+    # refused can be released.
+    previous: LastSend | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ def decide(
     # that do need it.
     if terms.cooldown_enabled:
         passes = (*passes, decision_id)[-RECENT_PASSES:]
-    return Decision(decision_id, PASSED, now_ms), NumberState(reservation, passes)
+    previous = last if reservation is not last else (state.previous if state else None)
+    return Decision(decision_id, PASSED, now_ms), NumberState(reservation, passes, previous)
 
 
 def record_send(state: NumberState | None, send: LastSend) -> NumberState:
@@ -101,4 +105,16 @@ def record_send(state: NumberState | None, send: LastSend) -> NumberState:
         return NumberState(last=send)
     if state.last is not None and state.last.at_ms > send.at_ms:
         return state
-    return NumberState(last=send, recent_passes=state.recent_passes)
+    if state.last is not None and state.last.ref == send.ref and send.ref:
+        # Our own reservation confirmed by its send: what it replaced stays releasable.
+        return NumberState(send, state.recent_passes, state.previous)
+    return NumberState(send, state.recent_passes, state.last)
+
+
+def release(state: NumberState | None, decision_id: str) -> NumberState | None:
+    """State after the SMS of a passed decision was finally not sent (the gateway
+    refused it): its reservation no longer counts. Only the latest reservation can be
+    released; one that later SMS replaced no longer decides anything."""
+    if state is None or state.last is None or state.last.ref != decision_id:
+        return state
+    return NumberState(state.previous, state.recent_passes, None)

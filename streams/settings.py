@@ -6,6 +6,8 @@ from here, so the same code runs against the embedded broker or a real Kafka.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass, field, replace
@@ -56,6 +58,13 @@ class Settings:
     max_clock_skew_ms: int = 5 * 60 * 1000
     max_trigger_age_ms: int = 7 * 24 * 3600 * 1000
     log_level: str = "INFO"
+    # The gateway connector.
+    connector_data_dir: Path = Path("connector-data")
+    connector_rate_per_s: float = 50.0
+    connector_concurrency: int = 16
+    connector_max_attempts: int = 8
+    connector_timeout_s: float = 10.0
+    connector_retry_ambiguous: bool = True
     # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
@@ -82,10 +91,22 @@ class Settings:
             max_clock_skew_ms=_int(env, "SMSCOOL_MAX_CLOCK_SKEW_MS", 5 * 60 * 1000),
             max_trigger_age_ms=_int(env, "SMSCOOL_MAX_TRIGGER_AGE_MS", 7 * 24 * 3600 * 1000),
             log_level=env.get("SMSCOOL_LOG_LEVEL", "INFO").upper(),
+            connector_data_dir=Path(env.get("SMSCOOL_CONNECTOR_DATA_DIR", "connector-data")),
+            connector_rate_per_s=_float(env, "SMSCOOL_CONNECTOR_RATE", 50.0),
+            connector_concurrency=_int(env, "SMSCOOL_CONNECTOR_CONCURRENCY", 16),
+            connector_max_attempts=_int(env, "SMSCOOL_CONNECTOR_MAX_ATTEMPTS", 8),
+            connector_timeout_s=_float(env, "SMSCOOL_CONNECTOR_TIMEOUT_S", 10.0),
+            connector_retry_ambiguous=env.get("SMSCOOL_CONNECTOR_RETRY_AMBIGUOUS", "true")
+            .lower() not in ("0", "false", "no"),
             # Without a configured key, hashes are still unlinkable to numbers but only
             # comparable within one process.
             log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(16),
         )
+
+    def number_tag(self, number: str | bytes) -> str:
+        """A short keyed hash that names a phone number in logs without revealing it."""
+        data = number.encode() if isinstance(number, str) else number
+        return "#" + hmac.new(self.log_hash_key, data, hashlib.sha256).hexdigest()[:10]
 
     def with_bootstrap(self, bootstrap_servers: str) -> Settings:
         return replace(self, bootstrap_servers=bootstrap_servers)

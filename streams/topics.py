@@ -8,6 +8,7 @@
 | sms-cooldown-by-number (internal) | E.164 | sms_cooldown.NumberEvent | settings.partitions |
 | sms.outbox | E.164 | sms_cooldown.SendRequest | settings.partitions |
 | sms.decisions | E.164 or event id | sms_cooldown.Decision | settings.partitions |
+| sms.delivery | E.164 | sms_cooldown.DeliveryOutcome | settings.partitions |
 | sms.deadletter | the source key | sms_cooldown.DeadLetter | 1 |
 
 The table `last_sent` (key: E.164, value: the number's state, see `streams.state`) is
@@ -25,6 +26,7 @@ SENT = "sms.sent"
 BY_NUMBER = "sms-cooldown-by-number"
 OUTBOX = "sms.outbox"
 DECISIONS = "sms.decisions"
+DELIVERY = "sms.delivery"
 DEADLETTER = "sms.deadletter"
 
 LAST_SENT_TABLE = "last_sent"
@@ -53,5 +55,6 @@ def topic_specs(app_id: str, partitions: int) -> list[TopicSpec]:
         TopicSpec(changelog_topic(app_id), partitions, compacted=True, copartitioned=True),
         TopicSpec(OUTBOX, partitions),
         TopicSpec(DECISIONS, partitions),
+        TopicSpec(DELIVERY, partitions),
         TopicSpec(DEADLETTER, 1),
     ]

@@ -89,7 +89,8 @@ def test_trigger_after_the_interval_passes(feed, cooldown_agent, decisions, outb
     states = feed(cooldown_agent, [trigger_event("evt-1", T0), trigger_event("evt-2", at)],
                   timestamp_ms=at)
     assert decode_state(states[1]) == NumberState(
-        LastSend(at, "welcome", did("evt-2")), (did("evt-1"), did("evt-2")))
+        LastSend(at, "welcome", did("evt-2")), (did("evt-1"), did("evt-2")),
+        LastSend(T0, "welcome", did("evt-1")))
     assert [(v["outcome"], v["cause_origin"]) for v in decisions.values] == [
         ("passed", None), ("passed", None)]
     assert [(v["decision_id"], v["decided_at_ms"]) for v in outbox.values] == [

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from streams import topics
-from streams.demo import WorkerProcess
 from streams.kafka import ensure_topics
+from streams.processes import WorkerProcess
 
 PARTITIONS = 4
 APP_ID = "sms-cooldown"

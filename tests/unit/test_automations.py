@@ -130,7 +130,8 @@ def test_to_record():
         "automation_id": "welcome", "title": "Welcome", "country": "DK",
         "message": "Hi {name}", "sender": "ACME", "event_type": "signup", "segment": "vip",
         "timezone": "Europe/Copenhagen", "window": "mon-fri 09:00-20:00", "enabled": False,
-        "cooldown_enabled": True, "cooldown_ms": 24 * HOUR, "updated_at_ms": T0,
+        "cooldown_enabled": True, "cooldown_ms": 24 * HOUR, "failed_sends_count": False,
+        "updated_at_ms": T0,
     }
 
 

@@ -17,7 +17,7 @@ FULL = {
         "event_type": "signup", "segment": "vip", "country": "DK",
         "timezone": "Europe/Copenhagen", "window": "mon-fri 09:00-20:00",
         "message": "Hi {name}", "sender": "ACME", "cooldown_enabled": True,
-        "cooldown_ms": 86_400_000, "updated_at_ms": T0,
+        "cooldown_ms": 86_400_000, "failed_sends_count": True, "updated_at_ms": T0,
     },
     "sms_cooldown.Trigger": {
         "event_id": "evt-1", "automation_id": "welcome", "event_type": "signup",
@@ -49,6 +49,12 @@ FULL = {
         "reason": "undecodable", "detail": "not a valid Avro", "source_topic": "sms.triggers",
         "source_partition": 2, "source_offset": 9, "key": b"k\x00", "value": b"\xff\xfe",
         "failed_at_ms": T0,
+    },
+    "sms_cooldown.DeliveryOutcome": {
+        "decision_id": "d" * 32, "event_id": "evt-1", "automation_id": "welcome",
+        "e164": PHONE, "outcome": "failed", "ambiguous": True, "attempts": 3,
+        "gateway": "gatewayapi", "message_id": "421", "status": 400,
+        "detail": '{"code": "0x0216"}', "at_ms": T0,
     },
 }
 

@@ -323,3 +323,39 @@ def test_the_pipeline_uses_the_same_codecs():
     from streams.agents import _OUTPUT_CODECS
 
     assert _OUTPUT_CODECS == OUTPUT_CODECS
+
+
+# --- delivery outcomes ------------------------------------------------------------------------
+
+
+def delivery(outcome="failed", ambiguous=False, automation_id="welcome"):
+    return codecs.DELIVERY_OUTCOME.encode({
+        "decision_id": "d-1", "event_id": "evt-1", "automation_id": automation_id,
+        "e164": E164, "outcome": outcome, "ambiguous": ambiguous, "attempts": 1,
+        "gateway": "gatewayapi", "message_id": None, "status": 400, "detail": "", "at_ms": T0,
+    })
+
+
+@pytest.mark.parametrize("outcome", ["failed", "given_up"])
+def test_a_refused_send_releases_its_reservation(outcome):
+    out = route_one(delivery(outcome), topics.DELIVERY)
+    assert (out.topic, out.key) == (topics.BY_NUMBER, E164.encode())
+    assert (out.value["kind"], out.value["decision_id"]) == ("release", "d-1")
+    assert codecs.NUMBER_EVENT.decode(codecs.NUMBER_EVENT.encode(out.value)) == out.value
+
+
+@pytest.mark.parametrize("value", [
+    delivery("accepted"),                       # sms.sent reports it
+    delivery("given_up", ambiguous=True),       # it may have reached the phone
+])
+def test_sends_that_may_have_gone_out_release_nothing(value):
+    assert route(source(value, topics.DELIVERY), CATALOG, LIMITS) == []
+
+
+def test_an_automation_whose_refused_sends_count_keeps_the_reservation():
+    counting = Catalog([WELCOME.updated(failed_sends_count=True)])
+    assert route(source(delivery(), topics.DELIVERY), counting, LIMITS) == []
+
+
+def test_an_unreadable_delivery_outcome_is_dead_lettered():
+    assert route_one(b"\x00garbage", topics.DELIVERY).topic == topics.DEADLETTER

@@ -18,6 +18,7 @@ from streams.rule import (
     decide,
     decision_id_for,
     record_send,
+    release,
 )
 from streams.window import parse_window
 
@@ -93,7 +94,7 @@ def test_cooldown_edge(now, outcome):
     assert decision.decided_at_ms == now
     if outcome == PASSED:
         assert decision.cause is None
-        assert new_state == NumberState(LastSend(now, "welcome", "d1"), ("d0", "d1"))
+        assert new_state == NumberState(LastSend(now, "welcome", "d1"), ("d0", "d1"), state.last)
     else:
         assert decision.cause == state.last
         assert new_state is state
@@ -155,7 +156,8 @@ def test_cooldown_off_always_passes_yet_reserves():
     decision, state = decide("f1", FREE, state, T0 + 1)
     assert decision.outcome == PASSED
     # reserved, but not remembered as a pass: its replay passes anyway
-    assert state == NumberState(LastSend(T0 + 1, "otp", "f1"), ("d0",))
+    assert state == NumberState(
+        LastSend(T0 + 1, "otp", "f1"), ("d0",), LastSend(T0, "welcome", "d0"))
     # and its SMS counts for automations that do have a cooldown
     decision_a, _ = decide("a1", A, state, T0 + INTERVAL)
     assert decision_a.outcome == SUPPRESSED_COOLDOWN
@@ -424,3 +426,46 @@ def test_random_histories_keep_the_invariants():
             state = new_state
             # a pass is remembered only while it is among the latest few
             passed = {d: v for d, v in passed.items() if d in state.recent_passes}
+
+
+# --- release -------------------------------------------------------------------------------
+
+
+def test_release_restores_what_the_reservation_replaced():
+    state = record_send(None, LastSend(T0, "crm", "m1"))
+    _, reserved = decide("d1", A, state, T0 + INTERVAL)
+    assert reserved.previous == LastSend(T0, "crm", "m1")
+    released = release(reserved, "d1")
+    assert released.last == LastSend(T0, "crm", "m1")
+    # a trigger right after the release is judged against the earlier SMS again
+    assert decide("d2", A, released, T0 + INTERVAL + 1)[0].outcome == PASSED
+    assert decide("d2", A, released, T0 + INTERVAL - 1)[0].outcome == SUPPRESSED_COOLDOWN
+
+
+def test_release_of_a_first_reservation_leaves_no_last_send():
+    _, reserved = decide("d1", A, None, T0)
+    released = release(reserved, "d1")
+    assert released.last is None
+    assert decide("d2", A, released, T0 + 1)[0].outcome == PASSED
+
+
+def test_release_after_the_send_was_confirmed_still_releases():
+    _, reserved = decide("d1", A, None, T0)
+    confirmed = record_send(reserved, LastSend(T0 + 5, "welcome", "d1"))
+    assert release(confirmed, "d1").last is None
+
+
+@pytest.mark.parametrize("other", ["d2", ""])
+def test_release_of_a_replaced_reservation_changes_nothing(other):
+    _, reserved = decide("d1", A, None, T0)
+    later = record_send(reserved, LastSend(T0 + HOUR, "crm", other))
+    assert release(later, "d1") is later
+    assert release(None, "d1") is None
+
+
+def test_replay_after_a_release_passes_with_the_same_id_and_reserves_nothing():
+    _, reserved = decide("d1", A, None, T0)
+    released = release(reserved, "d1")
+    decision, state = decide("d1", A, released, T0)
+    assert decision.outcome == PASSED
+    assert state is released

@@ -15,6 +15,7 @@ STATES = [
     NumberState(LastSend(T0, "welcome", "d-1"), ("d-1",)),
     NumberState(LastSend(T0 + 5, "welcome", "d-4"), tuple(f"d-{i}" for i in range(RECENT_PASSES))),
     NumberState(LastSend(0, "système \"x\"", "ref,with:punctuation"), ("a", "b")),
+    NumberState(LastSend(T0 + 9, "welcome", "d-9"), ("d-9",), LastSend(T0, "crm", "m-1")),
 ]
 
 
@@ -38,3 +39,6 @@ def test_encoded_form_is_stable():
     state = NumberState(LastSend(T0, "welcome", "d-1"), ("d-0", "d-1"))
     assert encode_state(state) == b'{"p":["d-0","d-1"],"t":1767225600000,"o":"welcome","r":"d-1"}'
     assert encode_state(NumberState()) == b'{"p":[]}'
+    with_previous = NumberState(LastSend(T0, "a", "d-1"), (), LastSend(T0 - 1, "crm", "m"))
+    assert encode_state(with_previous) == (
+        b'{"p":[],"t":1767225600000,"o":"a","r":"d-1","v":[1767225599999,"crm","m"]}')

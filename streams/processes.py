@@ -1,0 +1,96 @@
+"""`smscool` commands in child processes, for the demo and the tests: a worker, the
+gateway connector, the fake gateway. Each writes its output to a log file of its own
+and runs in a session of its own, so that a SIGKILL hits it alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class ServiceProcess:
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.command = command
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", *self.command],
+                env={**os.environ, **self.env},
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+class WorkerProcess(ServiceProcess):
+    """`smscool worker` with its own data folder."""
+
+    def __init__(self, bootstrap: str, data_dir: Path, log_path: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        super().__init__(["worker"], log_path, {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SMSCOOL_DATA_DIR": str(data_dir),
+            **(extra_env or {})})
+
+
+class ConnectorProcess(ServiceProcess):
+    """`smscool connector` sending through the GatewayAPI adapter to `gateway_url`."""
+
+    def __init__(self, bootstrap: str, gateway_url: str, token: str, data_dir: Path,
+                 log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        super().__init__(["connector", "--gateway", "gatewayapi"], log_path, {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SMSCOOL_CONNECTOR_DATA_DIR": str(data_dir),
+            "SMSCOOL_GATEWAYAPI_URL": gateway_url, "SMSCOOL_GATEWAYAPI_TOKEN": token,
+            **(extra_env or {})})
+
+
+class FakeGatewayProcess(ServiceProcess):
+    """`smscool fake-gateway` on a free loopback port; `url` once started."""
+
+    def __init__(self, log_path: Path, token: str, faults: dict[str, float] | None = None,
+                 seed: int = 1) -> None:
+        args = ["fake-gateway", "--port", "0", "--token", token, "--seed", str(seed)]
+        for name, value in (faults or {}).items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        super().__init__(args, log_path, {})
+        self.url = ""
+
+    def start(self, timeout_s: float = 20.0) -> FakeGatewayProcess:
+        super().start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.alive():
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if "listening: " in line:
+                    self.url = line.split("listening: ", 1)[1].strip()
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"the fake gateway did not start:\n{self.log_tail()}")
