@@ -208,12 +208,6 @@ def cmd_connector(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_fake_gateway(args: argparse.Namespace) -> int:
-    from connectors.fake_gateway import main as fake_gateway_main
-
-    return fake_gateway_main(args.fake_gateway_args)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -267,10 +261,10 @@ def parser() -> argparse.ArgumentParser:
                    help="adapter (default: SMSCOOL_GATEWAY, else gatewayapi)")
     c.set_defaults(func=cmd_connector)
 
-    f = sub.add_parser("fake-gateway", add_help=False,
-                       help="a fake SMS gateway on loopback, for tests and the demo")
-    f.add_argument("fake_gateway_args", nargs=argparse.REMAINDER)
-    f.set_defaults(func=cmd_fake_gateway)
+    # Listed for --help only: main() hands its arguments to the fake gateway's own parser.
+    sub.add_parser("fake-gateway", add_help=False,
+                   help="a fake SMS gateway on loopback, for tests and the demo "
+                        "(smscool fake-gateway --help)")
 
     t = sub.add_parser("tail", help="print a topic's records as JSON lines, decoded")
     t.add_argument("topic")
@@ -289,6 +283,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fake-gateway"]:
+        from connectors.fake_gateway import main as fake_gateway_main
+
+        return fake_gateway_main(argv[1:])
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")

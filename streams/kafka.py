@@ -136,8 +136,10 @@ def read_records(
 
 def iter_records(
     bootstrap: str, topic: str, *, idle_s: float = 1.0, timeout_s: float = 60.0,
-    follow: bool = False,
+    follow: bool = False, start: dict[int, int] | None = None,
 ) -> Iterator[Record]:
+    """A topic's records from `start` (partition -> offset; default: the beginning),
+    until `idle_s` pass without one (with `follow`, until `timeout_s`)."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"smscool-reader-{uuid.uuid4().hex}",
@@ -148,7 +150,7 @@ def iter_records(
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         if not partitions:
             raise KeyError(f"topic {topic} does not exist")
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        consumer.assign([TopicPartition(topic, p, (start or {}).get(p, 0)) for p in partitions])
         deadline = time.monotonic() + timeout_s
         last_seen = time.monotonic()
         while time.monotonic() < deadline:
