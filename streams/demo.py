@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from phonenumbers import is_valid_number, parse
 from streams import codecs, topics
 from streams.automations import Automation, publish_automation
 from streams.kafka import Record, ensure_topics, iter_records, producer
-from streams.processes import WorkerProcess
+from streams.processes import ConnectorProcess, FakeGatewayProcess, WorkerProcess
 from streams.settings import Settings
 
 HOUR_MS = 3_600_000
@@ -206,7 +207,12 @@ def _print_summary(sc: Scenario, decisions: list[dict], dead: list[dict], outbox
         print(f"  e.g. {d['event_id']} ({d['automation_id']}, number {tag(d['e164'])}) was "
               f"suppressed: an SMS from {d['cause_origin']} reached it "
               f"{_ago(d['decided_at_ms'] - d['cause_at_ms'])} earlier (ref {d['cause_ref']})")
-    print(f"  every trigger decided in {elapsed_s:.1f} s")
+    print(f"  {'decided and sent in':38} {elapsed_s:6.1f} s")
+
+
+DEMO_GATEWAY_TOKEN = "demo-token"
+# A gateway that misbehaves a little, so the demo shows retries and refusals.
+DEMO_GATEWAY_FAULTS = {"p500": 0.02, "p429": 0.01, "p400": 0.003, "retry_after": 0.5}
 
 
 def run_demo(triggers: int, numbers: int, seed: int) -> int:
@@ -229,9 +235,17 @@ def run_demo(triggers: int, numbers: int, seed: int) -> int:
         sc = scenario(seed, triggers, numbers, now_ms)
         for automation in sc.automations:
             publish_automation(bootstrap, automation)
-        print(f"{len(sc.automations)} automations on {topics.AUTOMATIONS}; starting a worker")
+        gateway = FakeGatewayProcess(work / "gateway.log", DEMO_GATEWAY_TOKEN,
+                                     DEMO_GATEWAY_FAULTS, seed=seed).start()
+        stack.callback(gateway.stop)
+        print(f"{len(sc.automations)} automations on {topics.AUTOMATIONS}; fake SMS gateway on "
+              f"{gateway.url}; starting a worker and the connector")
         worker = WorkerProcess(bootstrap, work / "data", work / "worker.log").start()
         stack.callback(worker.stop)
+        connector = ConnectorProcess(
+            bootstrap, gateway.url, DEMO_GATEWAY_TOKEN, work / "connector", work / "connector.log",
+            {"SMSCOOL_CONNECTOR_RATE": "1000", "SMSCOOL_CONNECTOR_CONCURRENCY": "32"}).start()
+        stack.callback(connector.stop)
         started = time.monotonic()
         try:
             # Sends from the other system go first and are waited for, so that every
@@ -250,14 +264,37 @@ def run_demo(triggers: int, numbers: int, seed: int) -> int:
                 return len(decided) + sc.garbage >= len(sc.triggers)
 
             wait_for(bootstrap, topics.DECISIONS, collect_decision, 120)
-            dead = [codecs.DEAD_LETTER.decode(r.value) for r in iter_records(
-                bootstrap, topics.DEADLETTER, idle_s=0.5, timeout_s=10)]
+            passed = sum(d["outcome"] == "passed" for d in decided.values())
+            print(f"every trigger decided; waiting for the gateway's answer to {passed} SMS")
+            outcomes: dict[str, dict] = {}
+
+            def collect_outcome(records: list[Record]) -> bool:
+                o = codecs.DELIVERY_OUTCOME.decode(records[-1].value)
+                outcomes[o["decision_id"]] = o
+                return len(outcomes) >= passed
+
+            wait_for(bootstrap, topics.DELIVERY, collect_outcome, 120)
+            elapsed = time.monotonic() - started
+            dead = [d for d in (codecs.DEAD_LETTER.decode(r.value) for r in iter_records(
+                bootstrap, topics.DEADLETTER, idle_s=0.5, timeout_s=10))
+                if d["source_topic"] == topics.TRIGGERS]
             outbox = len({codecs.SEND_REQUEST.decode(r.value)["decision_id"]
                           for r in iter_records(bootstrap, topics.OUTBOX, idle_s=0.5)})
+            http_requests = len(_fake_records(gateway.url, "requests"))
+            accepted = len(_fake_records(gateway.url, "accepted"))
         except TimeoutError as exc:
-            print(f"demo failed: {exc}; worker log: {worker.log_path}", file=sys.stderr)
-            print((work / "worker.log").read_text()[-3000:], file=sys.stderr)
+            print(f"demo failed: {exc}", file=sys.stderr)
+            for process in (worker, connector):
+                print(f"--- {process.log_path.name}\n{process.log_tail()}", file=sys.stderr)
             return 1
-        _print_summary(sc, list(decided.values()), dead, outbox, time.monotonic() - started,
-                       settings.number_tag)
+        _print_summary(sc, list(decided.values()), dead, outbox, elapsed, settings.number_tag)
+        refused = sum(o["outcome"] != "accepted" for o in outcomes.values())
+        print(f"  {'SMS accepted by the fake gateway':38} {accepted:6}")
+        print(f"  {'  HTTP requests (with retries)':38} {http_requests:6}")
+        print(f"  {'  refused by the gateway, released':38} {refused:6}")
     return 0
+
+
+def _fake_records(url: str, what: str) -> list[dict]:
+    with urllib.request.urlopen(f"{url}/_fake/{what}", timeout=10) as answer:
+        return json.loads(answer.read())
