@@ -61,6 +61,7 @@ GIVEN_UP = "given_up"    # no answer, or only temporary errors, until the attemp
 # seconds apart: at most rate / 1.2 + 1 (never more than the rate) in any second, with
 # room for those delays. The price is a sustained rate of rate / 1.2.
 RATE_SPACING = 1.2
+MAX_RETRY_AFTER_S = 60.0
 
 
 def now_ms() -> int:
@@ -174,6 +175,7 @@ class Connector:
         self._in_flight: dict[str, asyncio.Future[None]] = {}
         self._progress: dict[int, PartitionProgress] = {}
         self._stopping = asyncio.Event()
+        self.failed = False  # stopped because a request could not be handled
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -266,11 +268,14 @@ class Connector:
                 break
             if result.kind == AMBIGUOUS:
                 ambiguous = True
+                if not self.settings.connector_retry_ambiguous:
+                    break
             if result.kind == RATE_LIMITED:
                 self.stats.rate_limited += 1
             if attempts < self.settings.connector_max_attempts:
-                wait = result.retry_after_s if result.retry_after_s is not None \
-                    else backoff_s(attempts)
+                # A far-off Retry-After would hold a slot and the partition's commit.
+                wait = min(result.retry_after_s, MAX_RETRY_AFTER_S) \
+                    if result.retry_after_s is not None else backoff_s(attempts)
                 await asyncio.sleep(wait)
         if result is not None and result.kind == ACCEPTED:
             outcome = DELIVERED
@@ -291,7 +296,10 @@ class Connector:
             "gateway": self.gateway.name,
             "message_id": result.message_id if result else None,
             "status": result.status if result else None,
-            "detail": (result.detail if result else "not retried after an ambiguous attempt"),
+            "detail": result.detail if result else (
+                "no attempt left after an unanswered one"
+                if attempts >= self.settings.connector_max_attempts
+                else "not retried after an unanswered attempt"),
             "at_ms": now_ms(),
         }
 
@@ -458,6 +466,7 @@ class Connector:
             # Not stored: the request comes back after a restart.
             log.error("request at %s[%d]@%d failed: %r", message.topic(), message.partition(),
                       message.offset(), error)
+            self.failed = True
             self._stopping.set()
             return
         self._finish(message)

@@ -196,16 +196,17 @@ def cmd_connector(args: argparse.Namespace) -> int:
     gateway = build_gateway(GatewayConfig.from_env(gateway=args.gateway))
     logging.getLogger().setLevel(settings.log_level)
 
-    async def run() -> None:
+    async def run() -> int:
         connector = Connector(settings, gateway)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, connector.stop)
         stats = await connector.run()
         print(f"connector stopped: {stats.line()}", flush=True)
+        # A supervisor must see that it stopped on an error, not on request.
+        return 1 if connector.failed else 0
 
-    asyncio.run(run())
-    return 0
+    return asyncio.run(run())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
