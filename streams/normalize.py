@@ -22,8 +22,14 @@ INVALID_NUMBER = "invalid_number"
 UNKNOWN_AUTOMATION = "unknown_automation"
 NO_MATCHING_AUTOMATION = "no_matching_automation"
 MISSING_ATTRIBUTE = "missing_attribute"
+MESSAGE_TOO_LONG = "message_too_long"
 FUTURE_TRIGGER = "future_trigger"
 STALE_TRIGGER = "stale_trigger"
+
+
+# Gateways split long texts into concatenated SMS of 153 characters and stop at about
+# ten; a longer text (a runaway attribute) would also bloat every record downstream.
+MAX_TEXT_CHARS = 1530
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,10 @@ def _route_trigger_to(source: Source, trigger: dict[str, Any], automation: Autom
     except MissingAttribute as exc:
         return _decision(source, trigger, automation_id, MISSING_ATTRIBUTE,
                          f"the message needs the attribute {exc.args[0]!r}", e164)
+    if len(text) > MAX_TEXT_CHARS:
+        return _decision(source, trigger, automation_id, MESSAGE_TOO_LONG,
+                         f"the message is {len(text)} characters, more than {MAX_TEXT_CHARS}",
+                         e164)
     return Output(topics.BY_NUMBER, e164.encode(), {
         "kind": "trigger",
         "e164": e164,

@@ -359,3 +359,17 @@ def test_an_automation_whose_refused_sends_count_keeps_the_reservation():
 
 def test_an_unreadable_delivery_outcome_is_dead_lettered():
     assert route_one(b"\x00garbage", topics.DELIVERY).topic == topics.DEADLETTER
+
+
+def test_a_runaway_attribute_makes_the_message_too_long():
+    out = route_one(trigger(event_type="signup", attributes={"name": "x" * 1_000_000}))
+    assert (out.topic, out.value["outcome"], out.value["e164"]) == (
+        topics.DECISIONS, "message_too_long", E164)
+    assert len(codecs.DECISION.encode(out.value)) < 1000
+
+
+def test_a_message_at_the_limit_passes():
+    from streams.normalize import MAX_TEXT_CHARS
+
+    out = route_one(trigger(event_type="signup", attributes={"name": "x" * (MAX_TEXT_CHARS - 3)}))
+    assert out.topic == topics.BY_NUMBER and len(out.value["text"]) == MAX_TEXT_CHARS
