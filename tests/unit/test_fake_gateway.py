@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from functools import partial
 from pathlib import Path
 
-import aiohttp
 import pytest
+from fake_gateway_session import run_with_fake
 
 from connectors.fake_gateway import FakeGateway
 
@@ -28,17 +29,7 @@ def mtsms(n=0, **changes):
     return body
 
 
-def with_fake(scenario, **fake_options):
-    async def main():
-        fake = FakeGateway(TOKEN, **fake_options)
-        base_url = await fake.start()
-        try:
-            async with aiohttp.ClientSession() as session:
-                return await scenario(fake, base_url, session)
-        finally:
-            await fake.stop()
-
-    return asyncio.run(main())
+with_fake = partial(run_with_fake, token=TOKEN)
 
 
 async def post(session, url, body=None, headers=AUTH, data=None):

@@ -5,11 +5,12 @@ the configuration read from the environment."""
 import asyncio
 import json
 import socket
+from functools import partial
 
 import aiohttp
 import pytest
+from fake_gateway_session import run_with_fake
 
-from connectors.fake_gateway import FakeGateway
 from connectors.gateways import (
     ACCEPTED,
     AMBIGUOUS,
@@ -32,19 +33,7 @@ TOKEN = "tok-secret-123"
 SMS = OutgoingSms(decision_id="d-7f3a", e164="+4520123456", text="Hej! 20% off", sender="Shop")
 
 
-def with_fake(scenario, **fake_options):
-    """Run `scenario(fake, base_url, session)` with a started fake gateway."""
-
-    async def main():
-        fake = FakeGateway(TOKEN, **fake_options)
-        base_url = await fake.start()
-        try:
-            async with aiohttp.ClientSession() as session:
-                return await scenario(fake, base_url, session)
-        finally:
-            await fake.stop()
-
-    return asyncio.run(main())
+with_fake = partial(run_with_fake, token=TOKEN)
 
 
 def send_gatewayapi(sms=SMS, token=TOKEN, timeout_s=5.0, **fake_options):
