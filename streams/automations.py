@@ -65,6 +65,8 @@ class Automation:
     def __post_init__(self) -> None:
         if not self.automation_id.strip():
             raise ValueError("an automation needs an id")
+        if len(self.automation_id.encode()) > 100:
+            raise ValueError("an automation id has at most 100 bytes")
         region_for_country(self.country)
         if self.cooldown_enabled and self.cooldown_ms <= 0:
             raise ValueError("cooldown needs an interval greater than zero")

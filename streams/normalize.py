@@ -30,6 +30,8 @@ STALE_TRIGGER = "stale_trigger"
 # Gateways split long texts into concatenated SMS of 153 characters and stop at about
 # ten; a longer text (a runaway attribute) would also bloat every record downstream.
 MAX_TEXT_CHARS = 1530
+# An outside system's name and message id, and automation ids, are kept per number.
+MAX_REF_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,12 @@ def _route_sent(source: Source, limits: Limits) -> list[Output]:
         sent = codecs.SENT.decode(source.value)
     except codecs.CodecError as exc:
         return [dead_letter(source, now, exc.reason, exc.detail)]
+    too_long = [name for name in ("origin", "decision_id", "message_id")
+                if len((sent[name] or "").encode()) > MAX_REF_BYTES]
+    if too_long:
+        # These land in the number's state, which keeps its strings short.
+        return [dead_letter(source, now, "invalid_record",
+                            f"{', '.join(too_long)} longer than {MAX_REF_BYTES} bytes")]
     try:
         e164 = to_e164(sent["phone"], sent["country"])
     except InvalidNumber as exc:

@@ -208,3 +208,8 @@ def test_automation_without_event_type_answers_only_by_id():
     assert catalog.for_trigger({"automation_id": None, "event_type": None}) == []
     assert catalog.for_trigger({"automation_id": None, "event_type": "signup"}) == []
     assert catalog.for_trigger({"automation_id": "otp"}) == [otp]
+
+
+def test_an_automation_id_is_short():
+    with pytest.raises(ValueError, match="100 bytes"):
+        automation(automation_id="a" * 101)

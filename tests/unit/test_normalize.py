@@ -373,3 +373,11 @@ def test_a_message_at_the_limit_passes():
 
     out = route_one(trigger(event_type="signup", attributes={"name": "x" * (MAX_TEXT_CHARS - 3)}))
     assert out.topic == topics.BY_NUMBER and len(out.value["text"]) == MAX_TEXT_CHARS
+
+
+def test_an_outside_send_with_an_overlong_origin_is_dead_lettered():
+    long_origin = codecs.SENT.encode({
+        "phone": E164, "country": None, "sent_at_ms": T0, "origin": "x" * 201,
+        "decision_id": None, "message_id": None})
+    out = route_one(long_origin, topics.SENT)
+    assert (out.topic, out.value["reason"]) == (topics.DEADLETTER, "invalid_record")
