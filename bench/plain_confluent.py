@@ -4,8 +4,9 @@ stream framework, for the benchmark — the ceiling of this stack in Python.
 Per batch (up to BENCH_BATCH records, default 5,000): decode the Avro triggers,
 normalize every number with `streams.numbers.to_e164`, read the states of the batch's
 numbers with one rocksdict multi-get, apply the same rule (`streams.rule.decide`, the
-same automation terms and state encoding as the others) in record order, write the
-changed states in one write batch and to a compacted changelog topic (so its state
+same automation terms) in record order, keeping the state in the project's own
+encoding (`streams.state`, whatever the shipped worker uses: this is the ceiling),
+write the changed states in one write batch and to a compacted changelog topic (so its state
 survives a lost disk like the Faust contenders'), produce the decisions and send
 requests, wait for their acknowledgements, then commit the batch's offsets
 (at-least-once). It decides in event time: `now` is the trigger's Kafka timestamp.

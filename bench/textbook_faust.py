@@ -7,10 +7,11 @@ into the Record's fields (Faust then builds the Record; the codec is named on th
 topic, `value_serializer="avro_trigger"`); a RocksDB `app.Table`
 (changelogged, Faust's default); and a per-event `async for` agent that normalizes
 the number with `streams.numbers.to_e164`, applies the same rule
-(`streams.rule.decide`, the same automation terms, the same state encoding
-`streams.state`), writes the table and `await`s `topic.send(...)` for the decision
-and, when passed, the send request. Like the shipped worker it decides in event time:
-`now` is the trigger's Kafka timestamp.
+(`streams.rule.decide`, the same automation terms), keeps the number's state in the
+table as JSON (its own small codec below: what a user would store, and a baseline that
+does not move when the shipped worker's encoding does), and `await`s
+`topic.send(...)` for the decision and, when passed, the send request. Like the
+shipped worker it decides in event time: `now` is the trigger's Kafka timestamp.
 
 The input is keyed by E.164 (the benchmark's friendly case), so the agent needs no
 `group_by`: the table's key lives on the partition of the event.
@@ -20,6 +21,7 @@ BENCH_BOOTSTRAP_SERVERS, BENCH_APP_ID, BENCH_DATA_DIR, BENCH_PARTITIONS,
 BENCH_TRIGGERS_TOPIC, BENCH_DECISIONS_TOPIC, BENCH_OUTBOX_TOPIC, BENCH_STATS_FILE.
 """
 
+import json
 import os
 
 import faust
@@ -34,8 +36,7 @@ from bench.outputs import (
 )
 from streams import codecs
 from streams.numbers import to_e164
-from streams.rule import PASSED, decide, decision_id_for
-from streams.state import decode_state, encode_state
+from streams.rule import PASSED, LastSend, NumberState, decide, decision_id_for
 
 PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "4"))
 
@@ -86,7 +87,28 @@ decisions = app.topic(os.environ.get("BENCH_DECISIONS_TOPIC", "sms.decisions"),
 outbox = app.topic(os.environ.get("BENCH_OUTBOX_TOPIC", "sms.outbox"),
                    key_type=bytes, value_type=bytes, partitions=PARTITIONS)
 
-# key: E.164; value: the number's state as `streams.state` encodes it
+def encode_state(state: NumberState) -> bytes:
+    """The number's state as JSON, as a user would store it (the shipped worker's first
+    form; the benchmark keeps it here so that this baseline does not move when the
+    shipped worker's own encoding changes)."""
+    body: dict[str, object] = {"p": list(state.recent_passes)}
+    if state.last is not None:
+        body.update(t=state.last.at_ms, o=state.last.origin, r=state.last.ref)
+    if state.previous is not None:
+        body["v"] = [state.previous.at_ms, state.previous.origin, state.previous.ref]
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_state(data: bytes | None) -> NumberState | None:
+    if data is None:
+        return None
+    body = json.loads(data)
+    last = LastSend(body["t"], body["o"], body["r"]) if "t" in body else None
+    previous = LastSend(*body["v"]) if "v" in body else None
+    return NumberState(last=last, recent_passes=tuple(body["p"]), previous=previous)
+
+
+# key: E.164; value: the number's state, JSON (encode_state above)
 last_sent = app.Table("last_sent", default=None, partitions=PARTITIONS,
                       key_type=str, value_type=bytes)
 

@@ -143,3 +143,15 @@ def test_the_textbook_codec_turns_avro_into_the_trigger_record():
     assert isinstance(record, Trigger)
     assert to_e164(record.phone, "DK") == key.decode()
     assert record.attributes["name"].startswith("Kunde ")
+
+
+def test_the_textbook_state_is_json_of_its_own_and_round_trips():
+    from bench.textbook_faust import decode_state, encode_state
+    from streams.rule import LastSend, NumberState
+
+    state = NumberState(LastSend(END_MS, "cooldown-1h", "a" * 32), ("a" * 32,),
+                        LastSend(END_MS - 5, "cooldown-6h", "b" * 32))
+    data = encode_state(state)
+    assert data.startswith(b"{")
+    assert decode_state(data) == state
+    assert decode_state(None) is None
