@@ -48,14 +48,16 @@ class Pipeline:
     catalog_loaded: asyncio.Event
     topics: dict[str, faust.TopicT]
     last_sent: faust.Table
+    # Anything with send(topic, key, value): KafkaOutputs in a worker, a recorder in tests.
+    outputs: Any = None
 
-    async def emit(self, output: Output) -> None:
+    def emit(self, output: Output) -> None:
         value = _OUTPUT_CODECS[output.topic].encode(output.value)
-        await self.topics[output.topic].send(key=output.key, value=value)
+        self.outputs.send(output.topic, output.key, value)
 
 
 def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None = None,
-                   follow_automations: bool = True) -> Pipeline:
+                   follow_automations: bool = True, outputs: Any = None) -> Pipeline:
     """Declare topics, the table and the agents on `app`.
 
     With `follow_automations`, a background task keeps `catalog` in step with
@@ -76,7 +78,8 @@ def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None =
         topics.LAST_SENT_TABLE, default=None, partitions=partitions,
         key_type=bytes, value_type=bytes,
     )
-    pipeline = Pipeline(app, settings, catalog or Catalog(), asyncio.Event(), declared, last_sent)
+    pipeline = Pipeline(app, settings, catalog or Catalog(), asyncio.Event(), declared, last_sent,
+                        outputs)
     limits = Limits(settings.max_clock_skew_ms, settings.max_trigger_age_ms)
 
     if follow_automations:
@@ -99,13 +102,13 @@ def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None =
                 if output.topic == topics.DEADLETTER:
                     log.warning("dead letter from %s[%d]@%d: %s", source.topic,
                                 source.partition, source.offset, output.value["reason"])
-                await pipeline.emit(output)
+                pipeline.emit(output)
             yield None
 
     @app.agent(declared[topics.BY_NUMBER], name="cooldown")
     async def cooldown(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
-            await apply_number_event(pipeline, event.key, event.value, event.message)
+            apply_number_event(pipeline, event.key, event.value, event.message)
             yield None
 
     return pipeline
@@ -128,8 +131,7 @@ def _terms_of(number_event: dict[str, Any]) -> AutomationTerms:
     )
 
 
-async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
-                             message: Any) -> None:
+def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes, message: Any) -> None:
     try:
         number_event = codecs.NUMBER_EVENT.decode(value)
         kind = number_event["kind"]
@@ -143,7 +145,7 @@ async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
             else ("invalid_record", str(exc))
         source = Source(message.topic, message.partition, message.offset,
                         round(message.timestamp * 1000), key, value)
-        await pipeline.emit(dead_letter(source, source.timestamp_ms, reason, detail))
+        pipeline.emit(dead_letter(source, source.timestamp_ms, reason, detail))
         return
     table = pipeline.last_sent
     state = decode_state(table.get(key))
@@ -163,7 +165,7 @@ async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
     cause = decision.cause
     if decision.outcome != PASSED:
         log.debug("number %s: %s", pipeline.settings.number_tag(key), decision.outcome)
-    await pipeline.emit(Output(topics.DECISIONS, key, {
+    pipeline.emit(Output(topics.DECISIONS, key, {
         "decision_id": decision.decision_id,
         "event_id": number_event["event_id"],
         "automation_id": number_event["automation_id"],
@@ -179,7 +181,7 @@ async def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes,
         "source_offset": number_event["source_offset"],
     }))
     if decision.outcome == PASSED:
-        await pipeline.emit(Output(topics.OUTBOX, key, {
+        pipeline.emit(Output(topics.OUTBOX, key, {
             "decision_id": decision.decision_id,
             "event_id": number_event["event_id"],
             "automation_id": number_event["automation_id"],

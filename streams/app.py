@@ -16,6 +16,7 @@ FAUST_ENV_PREFIX = "SMSCOOL_FAUST_"
 
 
 def build_app(settings: Settings) -> faust.App:
+    set_fetch_wait(settings.fetch_wait_ms)
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     return faust.App(
         settings.app_id,
@@ -35,6 +36,28 @@ def build_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=settings.commit_interval_s,
+        producer_linger_ms=settings.linger_ms,
         # Correctness comes from idempotent decisions and sends, not from transactions.
         processing_guarantee="at_least_once",
     )
+
+
+def set_fetch_wait(ms: int) -> None:
+    """Make Faust's stream consumer wait at most `ms` at the broker for records.
+
+    Faust builds that consumer with a fixed 1,500 ms wait; a broker that answers an
+    empty fetch only when the wait runs out then delays each hop by up to that much.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create = getattr(AIOKafkaConsumerThread, "_faust_create_worker_consumer",
+                     AIOKafkaConsumerThread._create_worker_consumer)
+
+    def create_worker_consumer(self: AIOKafkaConsumerThread, transport: object) -> object:
+        consumer = create(self, transport)
+        # Read when the consumer starts its fetcher, so setting it here is enough.
+        consumer._fetch_max_wait_ms = ms
+        return consumer
+
+    AIOKafkaConsumerThread._faust_create_worker_consumer = create  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]

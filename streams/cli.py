@@ -54,6 +54,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.app import build_app
     from streams.broker import correct_faust_end_offsets, is_embedded
     from streams.kafka import PartitionMismatch, ensure_topics
+    from streams.outputs import KafkaOutputs
 
     settings = _settings()
     bootstrap = settings.require_bootstrap()
@@ -65,7 +66,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if is_embedded(bootstrap):
         correct_faust_end_offsets(bootstrap)
     app = build_app(settings)
-    build_pipeline(app, settings)
+    outputs = KafkaOutputs(bootstrap, settings.linger_ms)
+    build_pipeline(app, settings, outputs=outputs)
+    outputs.attach_to(app)
     worker = faust.Worker(app, loglevel=settings.log_level)
     worker.execute_from_commandline()
     return 0

@@ -17,8 +17,11 @@ OUTSIDE_WINDOW = "outside_window"
 AUTOMATION_DISABLED = "automation_disabled"
 OUTCOMES: tuple[str, ...] = (PASSED, SUPPRESSED_COOLDOWN, OUTSIDE_WINDOW, AUTOMATION_DISABLED)
 
-# Enough to recognise a replay after a crash or rebalance; an older pass is long committed.
-RECENT_PASSES = 4
+# A replay after a crash or rebalance covers the events since the last offset commit (about a
+# second of work). It is recognised as long as the number had fewer later passes with cooldown
+# in that window; consecutive such passes lie a cooldown apart in event time, so only a
+# backfill of old triggers at thousands per second comes near this.
+RECENT_PASSES = 16
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """In-process agent fixtures, after Faust's testing guide: a fresh app per test bound to the
 test's event loop, the memory store, flow control resumed, and one recorder per outbound
-topic in place of `topic.send`. No broker."""
+topic in place of the worker's Kafka outputs. No broker."""
 
 import asyncio
 import uuid
@@ -15,14 +15,11 @@ from streams.settings import Settings
 
 
 class Recorder:
-    """Stands in for one topic's `send`; keeps (key, decoded value) of every record."""
+    """Keeps (key, decoded value) of every record the agents write to one topic."""
 
     def __init__(self, codec: codecs.AvroCodec) -> None:
         self.codec = codec
         self.raw: list[tuple[bytes, bytes]] = []
-
-    async def send(self, *, key: bytes, value: bytes) -> None:
-        self.raw.append((key, value))
 
     @property
     def records(self) -> list[tuple[bytes, dict]]:
@@ -53,12 +50,28 @@ def catalog():
     return Catalog()
 
 
+class RecordingOutputs:
+    """Stands in for the worker's KafkaOutputs: one Recorder per topic."""
+
+    def __init__(self) -> None:
+        self.by_topic = {
+            topics.BY_NUMBER: Recorder(codecs.NUMBER_EVENT),
+            topics.DECISIONS: Recorder(codecs.DECISION),
+            topics.OUTBOX: Recorder(codecs.SEND_REQUEST),
+            topics.DEADLETTER: Recorder(codecs.DEAD_LETTER),
+        }
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        self.by_topic[topic].raw.append((key, value))
+
+
 @pytest.fixture
 def pipeline(loop, catalog):
     settings = Settings(app_id=f"test-{uuid.uuid4().hex[:12]}", store="memory", partitions=1,
                         log_hash_key=b"test")
     app = build_app(settings)
-    pipeline = build_pipeline(app, settings, catalog=catalog, follow_automations=False)
+    pipeline = build_pipeline(app, settings, catalog=catalog, follow_automations=False,
+                              outputs=RecordingOutputs())
     app.finalize()
     app.flow_control.resume()
     yield pipeline
@@ -69,30 +82,24 @@ def pipeline(loop, catalog):
         consumer_thread.thread_loop.close()
 
 
-def _recorder(pipeline, monkeypatch, name, codec) -> Recorder:
-    recorder = Recorder(codec)
-    monkeypatch.setattr(pipeline.topics[name], "send", recorder.send)
-    return recorder
+@pytest.fixture
+def by_number(pipeline) -> Recorder:
+    return pipeline.outputs.by_topic[topics.BY_NUMBER]
 
 
 @pytest.fixture
-def by_number(pipeline, monkeypatch) -> Recorder:
-    return _recorder(pipeline, monkeypatch, topics.BY_NUMBER, codecs.NUMBER_EVENT)
+def decisions(pipeline) -> Recorder:
+    return pipeline.outputs.by_topic[topics.DECISIONS]
 
 
 @pytest.fixture
-def decisions(pipeline, monkeypatch) -> Recorder:
-    return _recorder(pipeline, monkeypatch, topics.DECISIONS, codecs.DECISION)
+def outbox(pipeline) -> Recorder:
+    return pipeline.outputs.by_topic[topics.OUTBOX]
 
 
 @pytest.fixture
-def outbox(pipeline, monkeypatch) -> Recorder:
-    return _recorder(pipeline, monkeypatch, topics.OUTBOX, codecs.SEND_REQUEST)
-
-
-@pytest.fixture
-def deadletter(pipeline, monkeypatch) -> Recorder:
-    return _recorder(pipeline, monkeypatch, topics.DEADLETTER, codecs.DEAD_LETTER)
+def deadletter(pipeline) -> Recorder:
+    return pipeline.outputs.by_topic[topics.DEADLETTER]
 
 
 def _agent(pipeline: Pipeline, part: str):
