@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint clean bench
+.PHONY: demo test test-unit test-integration lint clean bench chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,15 @@ bench: $(BENCH_STAMP)
 demo: $(STAMP)
 	$(BIN)/smscool demo
 
+# The tests, then the chaos harness at the size CI runs.
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(BIN)/python -m tests.chaos --quick
+
+# Kills, rebalances and a reference model; default size 100,000 triggers. Options in ARGS,
+# e.g. make chaos ARGS='--quick --seed 7'
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos $(ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit tests/agents
@@ -36,7 +43,7 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams connectors schemas tests
+	$(BIN)/ruff check streams connectors schemas tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -69,7 +69,9 @@ class Settings:
     connector_concurrency: int = 16
     connector_max_attempts: int = 8
     connector_timeout_s: float = 10.0
-    connector_retry_ambiguous: bool = True
+    # After a timeout or a crash mid-request the SMS may have gone out: give up (and
+    # dead-letter it) rather than risk a second SMS, unless told to retry.
+    connector_retry_ambiguous: bool = False
     # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
@@ -103,8 +105,8 @@ class Settings:
             connector_concurrency=_int(env, "SMSCOOL_CONNECTOR_CONCURRENCY", 16),
             connector_max_attempts=_int(env, "SMSCOOL_CONNECTOR_MAX_ATTEMPTS", 8),
             connector_timeout_s=_float(env, "SMSCOOL_CONNECTOR_TIMEOUT_S", 10.0),
-            connector_retry_ambiguous=env.get("SMSCOOL_CONNECTOR_RETRY_AMBIGUOUS", "true")
-            .lower() not in ("0", "false", "no"),
+            connector_retry_ambiguous=env.get("SMSCOOL_CONNECTOR_RETRY_AMBIGUOUS", "false")
+            .lower() in ("1", "true", "yes"),
             # Without a configured key, hashes are still unlinkable to numbers but only
             # comparable within one process.
             log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(16),

@@ -302,7 +302,8 @@ def test_a_permanent_rejection_is_not_retried(tmp_path, monkeypatch):
 
 def test_timeouts_until_the_attempts_run_out(tmp_path, monkeypatch):
     record, connector, gateway, backoffs = deliver(
-        tmp_path, monkeypatch, [TIMEOUT] * 3, connector_max_attempts=3)
+        tmp_path, monkeypatch, [TIMEOUT] * 3, connector_max_attempts=3,
+        connector_retry_ambiguous=True)
     assert record == outcome(outcome="given_up", ambiguous=True, attempts=3,
                              message_id=None, status=None, detail="TimeoutError")
     assert backoffs == [1, 2]  # no wait after the last attempt
@@ -310,7 +311,8 @@ def test_timeouts_until_the_attempts_run_out(tmp_path, monkeypatch):
 
 
 def test_accepted_after_an_ambiguous_attempt_stays_ambiguous(tmp_path, monkeypatch):
-    record, connector, gateway, backoffs = deliver(tmp_path, monkeypatch, [TIMEOUT, OK])
+    record, connector, gateway, backoffs = deliver(tmp_path, monkeypatch, [TIMEOUT, OK],
+                                                   connector_retry_ambiguous=True)
     assert record == outcome(outcome="accepted", ambiguous=True, attempts=2,
                              message_id="m-1", status=200, detail='{"ids": [1]}')
 
@@ -318,7 +320,7 @@ def test_accepted_after_an_ambiguous_attempt_stays_ambiguous(tmp_path, monkeypat
 def test_an_attempt_left_in_flight_by_a_crash_makes_it_ambiguous(tmp_path, monkeypatch):
     crashed = {"state": "attempting", "attempts": 1, "ambiguous": False}
     record, connector, gateway, backoffs = deliver(
-        tmp_path, monkeypatch, [OK], ledger_entry=crashed)
+        tmp_path, monkeypatch, [OK], ledger_entry=crashed, connector_retry_ambiguous=True)
     assert record == outcome(outcome="accepted", ambiguous=True, attempts=2,
                              message_id="m-1", status=200, detail='{"ids": [1]}')
 
@@ -352,7 +354,7 @@ def test_without_retry_ambiguous_a_crashed_attempt_is_not_sent_again(tmp_path, m
 
 def test_the_ledger_notes_each_attempt_before_it_is_made(tmp_path, monkeypatch):
     seen = []
-    deliver(tmp_path, monkeypatch, [ERROR_500, TIMEOUT, OK],
+    deliver(tmp_path, monkeypatch, [ERROR_500, TIMEOUT, OK], connector_retry_ambiguous=True,
             on_send=lambda connector: seen.append(connector.ledger.get("d-42")))
     assert seen == [
         {"state": "attempting", "attempts": 1, "ambiguous": False},

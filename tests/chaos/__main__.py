@@ -1,0 +1,222 @@
+"""`python -m tests.chaos`: the pipeline under faults, checked against the reference model.
+
+    python -m tests.chaos                  # 100,000 triggers over 10,000 numbers
+    python -m tests.chaos --quick          # the size CI runs, about two minutes
+    python -m tests.chaos --seed 7         # repeat a run
+
+Starts the embedded broker, workers, the connector and the fake gateway; feeds triggers,
+outside sends and duplicates in rounds while a fault loop kills and restarts services
+and adds and removes workers; then drains, checks and prints a table. Exit status 1
+when an invariant fails, 2 when the run itself could not finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from streams import codecs, topics
+from streams.automations import publish_automation
+from streams.broker import EmbeddedBroker
+from streams.kafka import ensure_topics, producer
+from tests.chaos.check import Findings, check
+from tests.chaos.faults import FaultLoop, Services
+from tests.chaos.workload import AUTOMATIONS, OUTSIDE_SYSTEM, Workload
+
+PARTITIONS = 4
+APP_ID = "sms-cooldown"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="10,000 triggers over 2,000 numbers at 150/s")
+    p.add_argument("--triggers", type=int, help="default 100,000 (quick 10,000)")
+    p.add_argument("--numbers", type=int, help="default 10,000 (quick 2,000)")
+    p.add_argument("--rate", type=float, help="triggers/s (default 400, quick 150)")
+    p.add_argument("--workers", type=int, default=2, help="workers at the start (default 2)")
+    p.add_argument("--seed", type=int, help="default: random, printed")
+    p.add_argument("--keep", action="store_true", help="keep the run's folder and logs")
+    args = p.parse_args(argv)
+    args.triggers = args.triggers or (10_000 if args.quick else 100_000)
+    args.numbers = args.numbers or (2_000 if args.quick else 10_000)
+    args.rate = args.rate or (150.0 if args.quick else 400.0)
+    args.seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    return args
+
+
+class OutsideSendsSeen(threading.Thread):
+    """Counts the outside sends that reached the by-number topic. A round's triggers go
+    out only once its outside sends are there: then the cooldown agent, which reads
+    each partition of that topic in order, knows them before it decides the triggers."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(daemon=True, name="outside-sends")
+        self.bootstrap = bootstrap
+        self.seen: set[str] = set()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "chaos-barrier",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe([topics.BY_NUMBER])
+        try:
+            while not self._halt.is_set():
+                for m in consumer.consume(1000, timeout=0.2):
+                    if m.error() or m.value() is None:
+                        continue
+                    event = codecs.NUMBER_EVENT.decode(m.value())
+                    if event["kind"] == "sent" and event["origin"] == OUTSIDE_SYSTEM:
+                        self.seen.add(event["ref"])
+        finally:
+            consumer.close()
+
+    def wait_for(self, refs: list[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.seen.issuperset(refs):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"outside sends not normalized after {timeout_s} s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def feed(bootstrap: str, work: Workload, args: argparse.Namespace,
+         barrier: OutsideSendsSeen) -> None:
+    out = producer(bootstrap)
+    per_round = max(1, round(args.rate))  # one round a second
+    made = 0
+    started = time.monotonic()
+    while made < args.triggers:
+        now_ms = int(time.time() * 1000)
+        this_round = work.round(min(per_round, args.triggers - made), now_ms)
+        for key, value in this_round.sends:
+            out.produce(topics.SENT, key=key, value=value, timestamp=now_ms)
+        out.flush(60)
+        # A rebalance after a kill can hold the normalize agent for tens of seconds.
+        barrier.wait_for([codecs.SENT.decode(v)["message_id"] for _, v in this_round.sends],
+                         timeout_s=600)
+        for key, value, at in this_round.duplicates:
+            out.produce(topics.TRIGGERS, key=key, value=value, timestamp=at)
+        for key, value in this_round.triggers:
+            at = int(time.time() * 1000)
+            out.produce(topics.TRIGGERS, key=key, value=value, timestamp=at)
+            work.remember(key, value, at)
+            out.poll(0)
+        out.flush(60)
+        made += len(this_round.triggers)
+        elapsed = time.monotonic() - started
+        print(f"\rfed {made:,}/{args.triggers:,} triggers in {elapsed:.0f} s", end="",
+              file=sys.stderr, flush=True)
+        time.sleep(max(0.0, made / args.rate - elapsed))
+    print(file=sys.stderr)
+
+
+def drained(bootstrap: str, gateway_url: str, timeout_s: float) -> Findings:
+    """Check until every trigger has its decision and every pass its outcome."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        findings = check(bootstrap, gateway_url)
+        if not findings.without_decision and not findings.lost:
+            return findings
+        if time.monotonic() > deadline:
+            return findings
+        print(f"draining: {len(findings.without_decision)} triggers without a decision, "
+              f"{len(findings.lost)} passes not yet sent", file=sys.stderr)
+        time.sleep(5)
+
+
+def report(args: argparse.Namespace, findings: Findings, faults: FaultLoop,
+           seconds: float) -> bool:
+    c = faults.counts
+    rows = [(name, len(items), "0") for name, items in findings.failures().items()]
+    print(f"\nchaos run, seed {args.seed}: {findings.triggers:,} triggers "
+          f"(+{findings.duplicates:,} duplicates) over {args.numbers:,} numbers, "
+          f"{findings.outside_sends:,} outside sends, {seconds:.0f} s")
+    print(f"decided: {findings.passed:,} passed, {findings.suppressed:,} suppressed by "
+          f"cooldown; the gateway accepted {findings.accepted:,}")
+    print(f"faults: {c.kills} kills ({c.worker_kills} workers, {c.connector_kills} connector), "
+          f"{c.wiped_restarts} restarts with the data folder deleted, "
+          f"{c.workers_added} workers added, {c.workers_removed} removed, "
+          f"~{c.rebalances} rebalances\n")
+    print(f"{'invariant':38} {'found':>7}  {'must be':>7}")
+    for name, found, must in rows:
+        mark = "" if found == 0 else "   FAILED"
+        print(f"{name:38} {found:7,}  {must:>7}{mark}")
+    print(f"{'passed where the model suppressed':38} {len(findings.passed_against_model):7,}"
+          f"  {'(info)':>7}")
+    print(f"{'suppressed by an SMS dated after it':38} "
+          f"{len(findings.suppressed_by_later_sms):7,}  {'(info)':>7}")
+    print(f"{'ambiguous sends given up':38} {findings.given_up:7,}  {'(info)':>7}"
+          f"   the gateway had sent {findings.given_up_but_sent:,} of them")
+    ok = all(found == 0 for _, found, _ in rows)
+    for name, items in findings.failures().items():
+        for item in items[:5]:
+            print(f"  {name}: {item}")
+    for item in findings.passed_against_model[:5]:
+        print(f"  passed where the model suppressed: {item}")
+    for item in findings.suppressed_by_later_sms[:5]:
+        print(f"  suppressed by an SMS dated after it: {item}")
+    print("\nfault log:\n" + "\n".join(c.log))
+    print(f"\n{'all invariants hold' if ok else 'INVARIANTS FAILED'} "
+          f"(repeat with --seed {args.seed})")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="sms-cooldown-chaos-"))
+    print(f"chaos run, seed {args.seed}, in {folder}", file=sys.stderr)
+    rng = random.Random(args.seed)
+    broker_log = (folder / "broker.log").open("wb")
+    broker = EmbeddedBroker(log=broker_log).start()
+    services = Services(broker.bootstrap_servers, folder, PARTITIONS)
+    faults = FaultLoop(services, rng, args.workers)
+    barrier = OutsideSendsSeen(broker.bootstrap_servers)
+    ok = False
+    try:
+        bootstrap = broker.bootstrap_servers
+        ensure_topics(bootstrap, topics.topic_specs(APP_ID, PARTITIONS))
+        for automation in AUTOMATIONS:
+            publish_automation(bootstrap, automation)
+        services.start(args.workers)
+        barrier.start()
+        started = time.monotonic()
+        faults.start()
+        feed(bootstrap, Workload(args.seed, args.numbers), args, barrier)
+        faults.stop()
+        services.ensure_running()
+        findings = drained(bootstrap, services.gateway.url, timeout_s=600)
+        ok = report(args, findings, faults, time.monotonic() - started)
+        return 0 if ok else 1
+    except Exception as exc:  # the run could not finish: say where its logs are
+        print(f"\nthe chaos run could not finish: {exc!r}; logs in {folder}", file=sys.stderr)
+        args.keep = True
+        return 2
+    finally:
+        if faults.is_alive():
+            faults.stop()
+        if barrier.is_alive():
+            barrier.stop()
+        services.stop()
+        broker.stop()
+        broker_log.close()
+        if args.keep or not ok:
+            print(f"logs kept in {folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The services of a chaos run, and the fault loop that kills and restarts them."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.processes import ConnectorProcess, FakeGatewayProcess, WorkerProcess
+
+TOKEN = "chaos-token"
+
+
+@dataclass
+class FaultCounts:
+    worker_kills: int = 0
+    connector_kills: int = 0
+    wiped_restarts: int = 0
+    workers_added: int = 0
+    workers_removed: int = 0
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def kills(self) -> int:
+        return self.worker_kills + self.connector_kills
+
+    @property
+    def rebalances(self) -> int:
+        # Each kill, restart, addition and removal of a worker changes the group.
+        return 2 * self.worker_kills + self.workers_added + self.workers_removed
+
+
+class Services:
+    """The embedded broker's clients: workers with data folders of their own, the
+    connector and the fake gateway, all started from `folder`."""
+
+    def __init__(self, bootstrap: str, folder: Path, partitions: int) -> None:
+        self.bootstrap = bootstrap
+        self.folder = folder
+        self.env = {"SMSCOOL_PARTITIONS": str(partitions), "SMSCOOL_LOG_LEVEL": "INFO"}
+        self.workers: list[WorkerProcess] = []
+        self._worker_numbers = iter(range(1, 10_000))
+        self.gateway = FakeGatewayProcess(folder / "gateway.log", TOKEN)
+        self.connector: ConnectorProcess | None = None
+
+    def start(self, workers: int) -> None:
+        self.gateway.start()
+        for _ in range(workers):
+            self.add_worker()
+        self.connector = ConnectorProcess(
+            self.bootstrap, self.gateway.url, TOKEN, self.folder / "connector-data",
+            self.folder / "connector.log",
+            {**self.env, "SMSCOOL_CONNECTOR_RATE": "5000",
+             "SMSCOOL_CONNECTOR_CONCURRENCY": "32"}).start()
+
+    def add_worker(self) -> WorkerProcess:
+        n = next(self._worker_numbers)
+        worker = WorkerProcess(self.bootstrap, self.folder / f"worker-{n}",
+                               self.folder / f"worker-{n}.log", self.env).start()
+        self.workers.append(worker)
+        return worker
+
+    def ensure_running(self) -> None:
+        for service in [*self.workers, self.connector]:
+            if service is not None and not service.alive():
+                service.start()
+
+    def stop(self) -> None:
+        for service in [*self.workers, self.connector, self.gateway]:
+            if service is not None:
+                service.stop()
+
+
+class FaultLoop(threading.Thread):
+    """Every 5–15 s: SIGKILL a random worker or the connector and start it again (half
+    of the worker restarts without their data folder), or add or remove a worker."""
+
+    def __init__(self, services: Services, rng: random.Random, base_workers: int) -> None:
+        super().__init__(daemon=True, name="faults")
+        self.services = services
+        self.rng = rng
+        self.base_workers = base_workers
+        self.counts = FaultCounts()
+        self.actions = 0
+        self._halt = threading.Event()
+        self._started_at = time.monotonic()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def _note(self, text: str) -> None:
+        self.counts.log.append(f"{time.monotonic() - self._started_at:7.1f} s  {text}")
+
+    def run(self) -> None:
+        while not self._halt.wait(self.rng.uniform(5, 15)):
+            self.inject()
+
+    def inject(self) -> None:
+        s, c = self.services, self.counts
+        self.actions += 1
+        if self.actions % 4 == 0:
+            # Every fourth fault changes the group's size instead: a worker joins, or the
+            # one that joined last leaves cleanly.
+            if len(s.workers) > self.base_workers:
+                worker = s.workers.pop()
+                worker.stop()
+                c.workers_removed += 1
+                self._note(f"removed {worker.data_dir.name}")
+            else:
+                worker = s.add_worker()
+                c.workers_added += 1
+                self._note(f"added {worker.data_dir.name}")
+        elif self.rng.random() < 0.25:
+            assert s.connector is not None
+            s.connector.kill()
+            c.connector_kills += 1
+            self._note("killed the connector")
+            time.sleep(self.rng.uniform(0.2, 2.0))
+            s.connector.start()
+        else:
+            worker = self.rng.choice(s.workers)
+            worker.kill()
+            c.worker_kills += 1
+            wiped = c.worker_kills % 2 == 0  # every other restart starts from nothing
+            if wiped:
+                shutil.rmtree(worker.data_dir, ignore_errors=True)
+                c.wiped_restarts += 1
+            self._note(f"killed {worker.data_dir.name}"
+                       + (", data folder deleted" if wiped else ""))
+            time.sleep(self.rng.uniform(0.2, 2.0))
+            worker.start()

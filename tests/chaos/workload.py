@@ -1,0 +1,94 @@
+"""The harness's input: automations with short intervals, Danish numbers drawn with a
+Zipf skew, triggers in rounds, outside sends, and duplicates of earlier triggers.
+
+Time is the wall clock, compressed: the cooldowns are tens of seconds rather than hours,
+so that a run of minutes holds many intervals per number.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from phonenumbers import is_valid_number, parse
+
+from streams import codecs
+from streams.automations import Automation
+
+OUTSIDE_SYSTEM = "crm-campaigns"
+
+# Longer than any stall the faults cause (a worker's failover is under ~15 s), so that a
+# number's events that were queued during a stall still fall in the same interval.
+AUTOMATIONS = [
+    Automation("chaos-45s", "45 s cooldown", country="DK", event_type="short",
+               message="Short {n}", sender="Chaos", cooldown_enabled=True, cooldown_ms=45_000),
+    Automation("chaos-90s", "90 s cooldown", country="DK", event_type="medium",
+               message="Medium {n}", sender="Chaos", cooldown_enabled=True, cooldown_ms=90_000),
+    Automation("chaos-180s", "180 s cooldown", country="+45", event_type="long",
+               message="Long {n}", sender="Chaos", cooldown_enabled=True, cooldown_ms=180_000),
+    Automation("chaos-nocooldown", "no cooldown", country="DK", event_type="service",
+               message="Service {n}", sender="Chaos"),
+]
+_EVENT_TYPES = [("short", 40), ("medium", 25), ("long", 15), ("service", 20)]
+
+
+@dataclass
+class Round:
+    sends: list[tuple[bytes, bytes]] = field(default_factory=list)      # key, Sent
+    triggers: list[tuple[bytes, bytes]] = field(default_factory=list)   # key, Trigger
+    # Earlier triggers sent again, with their first Kafka timestamp: a producer's retry.
+    duplicates: list[tuple[bytes, bytes, int]] = field(default_factory=list)
+
+
+class Workload:
+    def __init__(self, seed: int, numbers: int) -> None:
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.nationals: list[str] = []
+        while len(self.nationals) < numbers:
+            candidate = f"{self.rng.choice('2345')}{self.rng.randrange(10**7):07d}"
+            if candidate not in self.nationals and is_valid_number(parse("+45" + candidate)):
+                self.nationals.append(candidate)
+        self.weights = [1 / (rank + 1) for rank in range(numbers)]  # Zipf, s = 1
+        self.triggers_made = 0
+        self.sends_made = 0
+        self.sent_triggers: list[tuple[bytes, bytes, int]] = []  # for duplicates
+
+    def _number(self) -> tuple[int, str]:
+        index = self.rng.choices(range(len(self.nationals)), self.weights)[0]
+        return index, self.nationals[index]
+
+    def _written(self, national: str) -> str:
+        n = national
+        return self.rng.choice([f"+45{n}", f"+45 {n[:2]} {n[2:4]} {n[4:6]} {n[6:]}",
+                                f"0045{n}", n, f"(+45) {n}"])
+
+    def round(self, triggers: int, now_ms: int) -> Round:
+        result = Round()
+        for _ in range(self.rng.choices([0, 1, 2], [60, 30, 10])[0] * max(1, triggers // 50)):
+            _, national = self._number()
+            self.sends_made += 1
+            result.sends.append((f"+45{national}".encode(), codecs.SENT.encode({
+                "phone": self._written(national), "country": "DK", "sent_at_ms": now_ms,
+                "origin": OUTSIDE_SYSTEM, "decision_id": None,
+                "message_id": f"crm-{self.seed}-{self.sends_made}"})))
+        for _ in range(triggers):
+            index, national = self._number()
+            self.triggers_made += 1
+            event_type = self.rng.choices(*zip(*_EVENT_TYPES, strict=True))[0]
+            value = codecs.TRIGGER.encode({
+                "event_id": f"chaos-{self.seed}-{self.triggers_made:07d}",
+                "automation_id": None, "event_type": event_type, "segment": None,
+                "phone": self._written(national), "occurred_at_ms": now_ms,
+                "attributes": {"n": str(index)}})
+            # Keyed by customer, not by number: the pipeline must re-key.
+            result.triggers.append((f"customer-{index}".encode(), value))
+        if self.sent_triggers:
+            for _ in range(max(1, triggers // 100)):
+                result.duplicates.append(self.rng.choice(self.sent_triggers))
+        return result
+
+    def remember(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        self.sent_triggers.append((key, value, timestamp_ms))
+        if len(self.sent_triggers) > 5000:
+            del self.sent_triggers[:1000]
