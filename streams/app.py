@@ -16,6 +16,8 @@ from streams.settings import Settings
 # variables meant for it (SMSCOOL_FAUST_…) can.
 FAUST_ENV_PREFIX = "SMSCOOL_FAUST_"
 
+PREFETCH_BACKOFF_S = 0.01
+
 
 def build_app(settings: Settings) -> faust.App:
     set_fetch_wait(settings.fetch_wait_ms)
@@ -46,7 +48,7 @@ def build_app(settings: Settings) -> faust.App:
 
 def set_fetch_wait(ms: int) -> None:
     """Make Faust's stream consumer wait at most `ms` at the broker for records, and
-    at most as long for Faust to take records it fetched before fetching again.
+    at most PREFETCH_BACKOFF_S for Faust to take records it fetched before fetching again.
 
     Faust builds that consumer with a fixed 1,500 ms wait; a broker that answers an
     empty fetch only when the wait runs out then delays each hop by up to that much.
@@ -67,7 +69,7 @@ def set_fetch_wait(ms: int) -> None:
 
         async def start_and_tune() -> None:
             await start()
-            consumer._fetcher._prefetch_backoff = ms / 1000
+            consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
 
         consumer.start = start_and_tune
         return consumer

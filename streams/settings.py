@@ -54,9 +54,11 @@ class Settings:
     heartbeat_interval_s: float = 1.0
     commit_interval_s: float = 1.0
     # How long a fetch may wait at the broker for records, and how long the producer
-    # waits to fill a batch. Faust fixes the first at 1.5 s, which a quiet partition
-    # adds to every hop of a decision; the second trades a few ms for fewer requests.
-    fetch_wait_ms: int = 20
+    # waits to fill a batch. Faust fixes the first at 1.5 s. Kafka answers a fetch as
+    # soon as records come, so the wait costs nothing there; the embedded broker answers
+    # only when the wait runs out, so each hop of a decision can take that long — but
+    # with waits of tens of ms it fell to tens of records/s on a backlog of a million.
+    fetch_wait_ms: int = 500
     linger_ms: int = 5
     # A trigger whose occurred_at lies further ahead of its Kafka timestamp than this
     # is rejected as dated in the future; one older than max_trigger_age as stale.
@@ -95,7 +97,7 @@ class Settings:
             rebalance_timeout_s=_float(env, "SMSCOOL_REBALANCE_TIMEOUT_S", 6.0),
             heartbeat_interval_s=_float(env, "SMSCOOL_HEARTBEAT_INTERVAL_S", 1.0),
             commit_interval_s=_float(env, "SMSCOOL_COMMIT_INTERVAL_S", 1.0),
-            fetch_wait_ms=_int(env, "SMSCOOL_FETCH_WAIT_MS", 20),
+            fetch_wait_ms=_int(env, "SMSCOOL_FETCH_WAIT_MS", 500),
             linger_ms=_int(env, "SMSCOOL_LINGER_MS", 5),
             max_clock_skew_ms=_int(env, "SMSCOOL_MAX_CLOCK_SKEW_MS", 5 * 60 * 1000),
             max_trigger_age_ms=_int(env, "SMSCOOL_MAX_TRIGGER_AGE_MS", 7 * 24 * 3600 * 1000),

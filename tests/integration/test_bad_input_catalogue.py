@@ -14,23 +14,17 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Producer
 
 from streams import codecs, topics
-from streams.automations import Automation, publish_automation
+from streams.automations import publish_automation
 from streams.demo import produce
 from streams.kafka import iter_records, producer
 
 from .conftest import PARTITIONS, worker_logs
+from .test_pipeline import BAD_AUTOMATIONS as AUTOMATIONS
 from .test_pipeline import decisions_by_event
 
 pytestmark = pytest.mark.integration
 
 YEAR_MS = 365 * 86_400_000
-AUTOMATIONS = [
-    Automation("welcome", "Welcome", country="DK", event_type="signup",
-               message="Welcome, {name}!", sender="Shop", cooldown_enabled=True,
-               cooldown_ms=3_600_000),
-    Automation("paused", "Paused", country="DK", event_type="paused_event",
-               message="Hi", sender="Shop", enabled=False),
-]
 
 
 def now_ms() -> int:
