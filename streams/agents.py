@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 
 from streams import codecs, topics
 from streams.automations import Catalog, follow_catalog
@@ -28,12 +26,6 @@ from streams.state import decode_state, encode_state
 from streams.window import SendingWindow, parse_window
 
 log = logging.getLogger(__name__)
-
-# Events are taken from Faust in batches: up to BATCH_MAX, or what came within
-# BATCH_WITHIN_S. Faust acks a batch's events (so commits their offsets) only after the
-# agent has handled the whole batch.
-BATCH_MAX = 100
-BATCH_WITHIN_S = 0.003
 
 _OUTPUT_CODECS = {
     topics.BY_NUMBER: codecs.NUMBER_EVENT,
@@ -102,27 +94,21 @@ def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None =
     async def normalize(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         # Deciding against a half-read catalog would call known automations unknown.
         await pipeline.catalog_loaded.wait()
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            for event in events:
-                message = event.message
-                source = Source(message.topic, message.partition, message.offset,
-                                round(message.timestamp * 1000), message.key, message.value)
-                for output in route(source, pipeline.catalog, limits):
-                    if output.topic == topics.DEADLETTER:
-                        log.warning("dead letter from %s[%d]@%d: %s", source.topic,
-                                    source.partition, source.offset, output.value["reason"])
-                    pipeline.emit(output)
+        async for event in stream.events():
+            message = event.message
+            source = Source(message.topic, message.partition, message.offset,
+                            round(message.timestamp * 1000), message.key, message.value)
+            for output in route(source, pipeline.catalog, limits):
+                if output.topic == topics.DEADLETTER:
+                    log.warning("dead letter from %s[%d]@%d: %s", source.topic,
+                                source.partition, source.offset, output.value["reason"])
+                pipeline.emit(output)
             yield None
 
     @app.agent(declared[topics.BY_NUMBER], name="cooldown")
     async def cooldown(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            for event in events:
-                # A table write goes to the changelog partition of the event being
-                # processed, which Faust finds in this context variable.
-                _current_event.set(weakref.ref(event))
-                apply_number_event(pipeline, event.key, event.value, event.message)
-            _current_event.set(None)
+        async for event in stream.events():
+            apply_number_event(pipeline, event.key, event.value, event.message)
             yield None
 
     return pipeline
