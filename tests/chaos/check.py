@@ -41,6 +41,7 @@ class Findings:
     passed_against_model: list[str] = field(default_factory=list)
     without_decision: list[str] = field(default_factory=list)
     conflicting_decisions: list[str] = field(default_factory=list)
+    outside_sends_skipped: list[str] = field(default_factory=list)
 
     def failures(self) -> dict[str, list[str]]:
         return {
@@ -50,6 +51,7 @@ class Findings:
             "wrongly suppressed": self.wrongly_suppressed,
             "triggers without a decision": self.without_decision,
             "triggers with conflicting decisions": self.conflicting_decisions,
+            "outside sends never normalized": self.outside_sends_skipped,
         }
 
 
