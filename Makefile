@@ -26,10 +26,8 @@ bench: $(BENCH_STAMP)
 demo: $(STAMP)
 	$(BIN)/smscool demo
 
-# The tests, then the chaos harness at the size CI runs.
 test: $(STAMP)
 	$(BIN)/python -m pytest
-	$(BIN)/python -m tests.chaos --quick
 
 # Kills, rebalances and a reference model; default size 100,000 triggers. Options in ARGS,
 # e.g. make chaos ARGS='--quick --seed 7'

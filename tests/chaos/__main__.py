@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         for automation in AUTOMATIONS:
             publish_automation(bootstrap, automation)
         services.start(args.workers)
+        services.wait_until_ready()
         barrier.start()
         started = time.monotonic()
         faults.start()

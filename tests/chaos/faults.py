@@ -56,6 +56,16 @@ class Services:
             {**self.env, "SMSCOOL_CONNECTOR_RATE": "5000",
              "SMSCOOL_CONNECTOR_CONCURRENCY": "32"}).start()
 
+    def wait_until_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until every worker has joined the group and says it is ready, so that
+        the run starts from a formed group rather than from its first rebalances."""
+        deadline = time.monotonic() + timeout_s
+        while not all("Worker]: Ready" in w.log_path.read_text(errors="replace")
+                      for w in self.workers):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers not ready after {timeout_s} s")
+            time.sleep(0.2)
+
     def add_worker(self) -> WorkerProcess:
         n = next(self._worker_numbers)
         worker = WorkerProcess(self.bootstrap, self.folder / f"worker-{n}",
