@@ -16,8 +16,6 @@ from streams.settings import Settings
 # variables meant for it (SMSCOOL_FAUST_…) can.
 FAUST_ENV_PREFIX = "SMSCOOL_FAUST_"
 
-PREFETCH_BACKOFF_S = 0.01
-
 
 def build_app(settings: Settings) -> faust.App:
     set_fetch_wait(settings.fetch_wait_ms)
@@ -47,14 +45,10 @@ def build_app(settings: Settings) -> faust.App:
 
 
 def set_fetch_wait(ms: int) -> None:
-    """Make Faust's stream consumer wait at most `ms` at the broker for records, and
-    at most PREFETCH_BACKOFF_S for Faust to take records it fetched before fetching again.
+    """Make Faust's stream consumer wait at most `ms` at the broker for records.
 
     Faust builds that consumer with a fixed 1,500 ms wait; a broker that answers an
     empty fetch only when the wait runs out then delays each hop by up to that much.
-    aiokafka sends no fetch to a broker while any partition from it still holds records
-    not taken, for up to 100 ms; with Faust taking partitions in turns, that was the
-    slowest tenth of every hop's latency.
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
@@ -65,13 +59,6 @@ def set_fetch_wait(ms: int) -> None:
         consumer = create(self, transport)
         # Read when the consumer starts its fetcher, so setting it here is enough.
         consumer._fetch_max_wait_ms = ms
-        start = consumer.start
-
-        async def start_and_tune() -> None:
-            await start()
-            consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
-
-        consumer.start = start_and_tune
         return consumer
 
     AIOKafkaConsumerThread._faust_create_worker_consumer = create  # type: ignore[attr-defined]
