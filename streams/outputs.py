@@ -62,6 +62,3 @@ class KafkaOutputs:
             await flush_faust()
 
         producer.flush = flush
-
-    def close(self) -> None:
-        self._producer.flush(30)
