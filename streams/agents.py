@@ -46,18 +46,18 @@ class Pipeline:
     settings: Settings
     catalog: Catalog
     catalog_loaded: asyncio.Event
-    topics: dict[str, faust.TopicT]
     last_sent: faust.Table
     # Anything with send(topic, key, value): KafkaOutputs in a worker, a recorder in tests.
-    outputs: Any = None
+    outputs: Any
 
     def emit(self, output: Output) -> None:
         value = _OUTPUT_CODECS[output.topic].encode(output.value)
         self.outputs.send(output.topic, output.key, value)
 
 
-def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None = None,
-                   follow_automations: bool = True, outputs: Any = None) -> Pipeline:
+def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
+                   catalog: Catalog | None = None,
+                   follow_automations: bool = True) -> Pipeline:
     """Declare topics, the table and the agents on `app`.
 
     With `follow_automations`, a background task keeps `catalog` in step with
@@ -68,18 +68,14 @@ def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None =
     def topic(*names: str, **kw: Any) -> faust.TopicT:
         return app.topic(*names, key_type=bytes, value_type=bytes, **kw)
 
-    declared = {
-        name: topic(name, partitions=partitions)
-        for name in (topics.BY_NUMBER, topics.OUTBOX, topics.DECISIONS)
-    }
-    declared[topics.DEADLETTER] = topic(topics.DEADLETTER, partitions=1)
+    # Only the topics the agents read: their records go out through `outputs`.
+    by_number = topic(topics.BY_NUMBER, partitions=partitions)
     inputs = topic(topics.TRIGGERS, topics.SENT, topics.DELIVERY)
     last_sent = app.Table(
         topics.LAST_SENT_TABLE, default=None, partitions=partitions,
         key_type=bytes, value_type=bytes,
     )
-    pipeline = Pipeline(app, settings, catalog or Catalog(), asyncio.Event(), declared, last_sent,
-                        outputs)
+    pipeline = Pipeline(app, settings, catalog or Catalog(), asyncio.Event(), last_sent, outputs)
     limits = Limits(settings.max_clock_skew_ms, settings.max_trigger_age_ms)
 
     if follow_automations:
@@ -105,7 +101,7 @@ def build_pipeline(app: faust.App, settings: Settings, catalog: Catalog | None =
                 pipeline.emit(output)
             yield None
 
-    @app.agent(declared[topics.BY_NUMBER], name="cooldown")
+    @app.agent(by_number, name="cooldown")
     async def cooldown(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
             apply_number_event(pipeline, event.key, event.value, event.message)

@@ -70,8 +70,8 @@ def pipeline(loop, catalog):
     settings = Settings(app_id=f"test-{uuid.uuid4().hex[:12]}", store="memory", partitions=1,
                         log_hash_key=b"test")
     app = build_app(settings)
-    pipeline = build_pipeline(app, settings, catalog=catalog, follow_automations=False,
-                              outputs=RecordingOutputs())
+    pipeline = build_pipeline(app, settings, outputs=RecordingOutputs(), catalog=catalog,
+                              follow_automations=False)
     app.finalize()
     app.flow_control.resume()
     yield pipeline
