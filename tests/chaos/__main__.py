@@ -27,6 +27,7 @@ from streams import codecs, topics
 from streams.automations import publish_automation
 from streams.broker import EmbeddedBroker
 from streams.kafka import ensure_topics, producer
+from streams.processes import FakeGatewayProcess
 from tests.chaos.check import Findings, check
 from tests.chaos.faults import FaultLoop, Services
 from tests.chaos.workload import AUTOMATIONS, OUTSIDE_SYSTEM, Workload
@@ -127,11 +128,11 @@ def feed(bootstrap: str, work: Workload, args: argparse.Namespace,
     return never_normalized
 
 
-def drained(bootstrap: str, gateway_url: str, timeout_s: float) -> Findings:
+def drained(bootstrap: str, gateway: FakeGatewayProcess, timeout_s: float) -> Findings:
     """Check until every trigger has its decision and every pass its outcome."""
     deadline = time.monotonic() + timeout_s
     while True:
-        findings = check(bootstrap, gateway_url)
+        findings = check(bootstrap, gateway)
         if not findings.without_decision and not findings.lost:
             return findings
         if time.monotonic() > deadline:
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         never_normalized = feed(bootstrap, Workload(args.seed, args.numbers), args, barrier)
         faults.stop()
         services.ensure_running()
-        findings = drained(bootstrap, services.gateway.url, timeout_s=600)
+        findings = drained(bootstrap, services.gateway, timeout_s=600)
         findings.outside_sends_skipped = never_normalized
         ok = report(args, findings, faults, time.monotonic() - started)
         return 0 if ok else 1

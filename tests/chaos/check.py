@@ -10,15 +10,15 @@ when they happen.
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from streams import codecs, topics
 from streams.kafka import iter_records
+from streams.processes import FakeGatewayProcess
 from tests.chaos.workload import AUTOMATIONS
 from tests.integration.model import CooldownModel, e164, read_sent, read_trigger
+from tests.integration.test_connector import fake_get
 
 
 @dataclass
@@ -55,12 +55,7 @@ class Findings:
         }
 
 
-def gateway_accepted(url: str) -> list[dict]:
-    with urllib.request.urlopen(f"{url}/_fake/accepted", timeout=30) as response:
-        return json.load(response)
-
-
-def check(bootstrap: str, gateway_url: str) -> Findings:
+def check(bootstrap: str, gateway: FakeGatewayProcess) -> Findings:
     f = Findings()
     cooldown = {a.automation_id: a.cooldown_ms for a in AUTOMATIONS if a.cooldown_enabled}
 
@@ -94,7 +89,7 @@ def check(bootstrap: str, gateway_url: str) -> Findings:
         if dead["source_topic"] == topics.OUTBOX and dead["value"]:
             dead_sends.add(codecs.SEND_REQUEST.decode(dead["value"])["decision_id"])
             f.given_up += dead["reason"] == "gateway_gave_up"
-    accepted = gateway_accepted(gateway_url)
+    accepted = fake_get(gateway, "accepted")
     f.accepted = len(accepted)
     times_accepted = Counter(a["userref"] for a in accepted)
     f.given_up_but_sent = len(dead_sends & set(times_accepted))

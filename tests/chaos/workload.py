@@ -10,8 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from phonenumbers import is_valid_number, parse
-
+from bench.workload import danish_numbers, written, zipf_cum_weights
 from streams import codecs
 from streams.automations import Automation
 
@@ -44,42 +43,33 @@ class Workload:
     def __init__(self, seed: int, numbers: int) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
-        self.nationals: list[str] = []
-        while len(self.nationals) < numbers:
-            candidate = f"{self.rng.choice('2345')}{self.rng.randrange(10**7):07d}"
-            if candidate not in self.nationals and is_valid_number(parse("+45" + candidate)):
-                self.nationals.append(candidate)
-        self.weights = [1 / (rank + 1) for rank in range(numbers)]  # Zipf, s = 1
+        self.numbers = danish_numbers(self.rng, numbers)  # E.164
+        self.cum_weights = zipf_cum_weights(numbers, exponent=1.0)
         self.triggers_made = 0
         self.sends_made = 0
         self.sent_triggers: list[tuple[bytes, bytes, int]] = []  # for duplicates
 
     def _number(self) -> tuple[int, str]:
-        index = self.rng.choices(range(len(self.nationals)), self.weights)[0]
-        return index, self.nationals[index]
-
-    def _written(self, national: str) -> str:
-        n = national
-        return self.rng.choice([f"+45{n}", f"+45 {n[:2]} {n[2:4]} {n[4:6]} {n[6:]}",
-                                f"0045{n}", n, f"(+45) {n}"])
+        index = self.rng.choices(range(len(self.numbers)), cum_weights=self.cum_weights)[0]
+        return index, self.numbers[index]
 
     def round(self, triggers: int, now_ms: int) -> Round:
         result = Round()
         for _ in range(self.rng.choices([0, 1, 2], [60, 30, 10])[0] * max(1, triggers // 50)):
-            _, national = self._number()
+            _, e164 = self._number()
             self.sends_made += 1
-            result.sends.append((f"+45{national}".encode(), codecs.SENT.encode({
-                "phone": self._written(national), "country": "DK", "sent_at_ms": now_ms,
+            result.sends.append((e164.encode(), codecs.SENT.encode({
+                "phone": written(e164, self.rng), "country": "DK", "sent_at_ms": now_ms,
                 "origin": OUTSIDE_SYSTEM, "decision_id": None,
                 "message_id": f"crm-{self.seed}-{self.sends_made}"})))
         for _ in range(triggers):
-            index, national = self._number()
+            index, e164 = self._number()
             self.triggers_made += 1
             event_type = self.rng.choices(*zip(*_EVENT_TYPES, strict=True))[0]
             value = codecs.TRIGGER.encode({
                 "event_id": f"chaos-{self.seed}-{self.triggers_made:07d}",
                 "automation_id": None, "event_type": event_type, "segment": None,
-                "phone": self._written(national), "occurred_at_ms": now_ms,
+                "phone": written(e164, self.rng), "occurred_at_ms": now_ms,
                 "attributes": {"n": str(index)}})
             # Keyed by customer, not by number: the pipeline must re-key.
             result.triggers.append((f"customer-{index}".encode(), value))

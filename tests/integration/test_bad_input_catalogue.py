@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pytest
 from aiokafka.partitioner import murmur2
@@ -20,22 +19,15 @@ from streams.kafka import iter_records, producer
 
 from .conftest import PARTITIONS, worker_logs
 from .test_pipeline import BAD_AUTOMATIONS as AUTOMATIONS
-from .test_pipeline import decisions_by_event
+from .test_pipeline import _trigger, decisions_by_event, now_ms
 
 pytestmark = pytest.mark.integration
 
 YEAR_MS = 365 * 86_400_000
 
 
-def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
-
-
 def trigger(event_id: str, phone: str, at: int, **over) -> bytes:
-    return codecs.TRIGGER.encode({
-        "event_id": event_id, "automation_id": None, "event_type": "signup",
-        "segment": None, "phone": phone, "occurred_at_ms": at,
-        "attributes": {"name": "Ada"}, **over})
+    return codecs.TRIGGER.encode(_trigger(event_id, phone, at, **over))
 
 
 @dataclass
