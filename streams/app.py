@@ -6,10 +6,9 @@ nothing and tests can build an app with the memory store.
 
 from __future__ import annotations
 
-from typing import Any
-
 import faust
 
+from streams.faust_consumer import seek_uncommitted_to_beginning, set_fetch_wait
 from streams.settings import Settings
 
 # Faust lets its own environment variables override App arguments; with a prefix only
@@ -19,6 +18,7 @@ FAUST_ENV_PREFIX = "SMSCOOL_FAUST_"
 
 def build_app(settings: Settings) -> faust.App:
     set_fetch_wait(settings.fetch_wait_ms)
+    seek_uncommitted_to_beginning()
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     return faust.App(
         settings.app_id,
@@ -43,23 +43,3 @@ def build_app(settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
     )
 
-
-def set_fetch_wait(ms: int) -> None:
-    """Make Faust's stream consumer wait at most `ms` at the broker for records.
-
-    Faust builds that consumer with a fixed 1,500 ms wait; a broker that answers an
-    empty fetch only when the wait runs out then delays each hop by up to that much.
-    """
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    create = getattr(AIOKafkaConsumerThread, "_faust_create_worker_consumer",
-                     AIOKafkaConsumerThread._create_worker_consumer)
-
-    def create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> Any:
-        consumer = create(self, transport)
-        # Read when the consumer starts its fetcher, so setting it here is enough.
-        consumer._fetch_max_wait_ms = ms
-        return consumer
-
-    AIOKafkaConsumerThread._faust_create_worker_consumer = create  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]

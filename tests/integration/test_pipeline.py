@@ -4,6 +4,7 @@ the RocksDB store, and the demo's scenario checked against an independent model.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from collections import defaultdict
@@ -13,14 +14,15 @@ from pathlib import Path
 import pytest
 from rocksdict import AccessType, Options, Rdict
 
+from bench.workload import danish_numbers
 from streams import codecs, topics
 from streams.automations import Automation, publish_automation
 from streams.demo import Scenario, produce, scenario, wait_for
-from streams.kafka import iter_records
-from streams.rule import NumberState
-from streams.state import decode_state
+from streams.kafka import iter_records, producer
+from streams.rule import LastSend, NumberState
+from streams.state import decode_state, encode_state
 
-from .conftest import worker_logs
+from .conftest import APP_ID, worker_logs
 from .model import CooldownModel, decision_id, read_sent
 
 pytestmark = pytest.mark.integration
@@ -184,6 +186,41 @@ def test_kill_and_lost_data_folder_lose_nothing_and_send_nothing_twice(
     passed = {decision_id(e, x.automation_id) for e, x in expected.items() if x.outcome == "passed"}
     assert {s["decision_id"] for s in sends} == passed
     assert_no_double_send(sends, sc)
+
+
+
+def test_a_worker_without_its_data_folder_rebuilds_the_whole_changelog(
+        bootstrap, start_worker, tmp_path):
+    # The state of 2,000 numbers, each sent an SMS a minute ago, written to the changelog
+    # in multi-record batches as a busy worker would (the embedded broker then lists an
+    # end offset short of the last batch's end). A worker with an empty data folder
+    # rebuilds the table from it, must keep every one of them in cooldown, and must
+    # decide every trigger, also those it fetched while it rebuilt.
+    welcome = BAD_AUTOMATIONS[0]
+    publish_automation(bootstrap, welcome)
+    phones = danish_numbers(random.Random(7), 2000)
+    sent_at = now_ms() - 60_000
+    states = [(phone.encode(),
+               encode_state(NumberState(LastSend(sent_at, "crm-campaigns", f"m-{i}"))),
+               sent_at) for i, phone in enumerate(phones)]
+    with_batches = producer(bootstrap, **{"linger.ms": 200})
+    for start in range(0, len(states), 100):
+        for key, value, at in states[start:start + 100]:
+            with_batches.produce(topics.changelog_topic(APP_ID), key=key, value=value,
+                                 timestamp=at)
+        assert with_batches.flush(30) == 0
+
+    # The triggers wait for the worker: it fetches them while it rebuilds the table.
+    at = now_ms()
+    produce(bootstrap, topics.TRIGGERS,
+            [(phone.encode(), codecs.TRIGGER.encode(_trigger(f"t-{i}", phone, at)), at)
+             for i, phone in enumerate(phones)])
+    start_worker(data_dir=tmp_path / "state")
+    by_event = decisions_by_event(bootstrap, len(phones), timeout_s=180)
+    passed = sorted(e for e, ds in by_event.items() if ds[-1]["outcome"] == "passed")
+    assert not passed, (
+        f"{len(passed)} of {len(phones)} numbers passed within the hour of their last SMS, "
+        f"e.g. {passed[:5]}\n{worker_logs(tmp_path)}")
 
 
 BAD_AUTOMATIONS = [
