@@ -5,8 +5,9 @@ sends a request for every one or two records; the worker writes two or three rec
 per trigger, so that was most of its time. librdkafka batches in its own thread.
 
 At-least-once still holds: Faust flushes its producer before it commits offsets, and
-`attach_to` makes that flush wait for these records too, so an offset is never
-committed before the records its event produced are acknowledged.
+`attach_to` makes that flush wait for these records and for the table's changelog
+writes, so an offset is never committed before the records its event produced are
+acknowledged.
 """
 
 from __future__ import annotations
@@ -53,12 +54,18 @@ class KafkaOutputs:
             raise OutputError(f"a record was not written: {self._failure}")
 
     def attach_to(self, app: Any) -> None:
-        """Make the Faust app's producer flush also wait for these records."""
+        """Make the flush before each of Faust's commits wait for these records, and
+        for every table write Faust holds in its own buffer."""
         producer = app.producer
         flush_faust = producer.flush
 
         async def flush() -> None:
             await self.flush()
+            # Faust's buffer flush returns once 100 ms pass without a send, and the
+            # commit goes ahead: a kill would then lose table writes of committed
+            # events, and with them reservations. Wait until the buffer is empty.
+            while producer.buffer.size:
+                await producer.buffer.flush()
             await flush_faust()
 
         producer.flush = flush

@@ -21,12 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from streams import codecs, topics
 from streams.automations import publish_automation
 from streams.broker import EmbeddedBroker
-from streams.kafka import ensure_topics, producer
+from streams.kafka import ensure_topics, iter_records, producer
 from streams.processes import FakeGatewayProcess
 from tests.chaos.check import Findings, check
 from tests.chaos.faults import FaultLoop, Services
@@ -95,7 +95,7 @@ class OutsideSendsSeen(threading.Thread):
 
 def feed(bootstrap: str, work: Workload, args: argparse.Namespace,
          barrier: OutsideSendsSeen) -> list[str]:
-    """Produce the workload; returns the outside sends the pipeline never normalized."""
+    """Produce the workload; returns the outside sends not normalized within the wait."""
     out = producer(bootstrap)
     per_round = max(1, round(args.rate))  # one round a second
     made = 0
@@ -126,6 +126,26 @@ def feed(bootstrap: str, work: Workload, args: argparse.Namespace,
         time.sleep(max(0.0, made / args.rate - elapsed))
     print(file=sys.stderr)
     return never_normalized
+
+
+def where_on_sent(bootstrap: str, refs: list[str]) -> list[str]:
+    """Each outside send's place on sms.sent, and the group's committed offset there."""
+    if not refs:
+        return []
+    places = {}
+    for record in iter_records(bootstrap, topics.SENT, idle_s=2.0):
+        ref = codecs.SENT.decode(record.value)["message_id"]
+        if ref in refs:
+            places[ref] = (record.partition, record.offset)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": APP_ID})
+    try:
+        committed = {tp.partition: tp.offset for tp in consumer.committed(
+            [TopicPartition(topics.SENT, p) for p in range(PARTITIONS)], timeout=10)}
+    finally:
+        consumer.close()
+    return [f"{ref} at sms.sent[{places[ref][0]}]@{places[ref][1]}, group committed "
+            f"{committed.get(places[ref][0])}" if ref in places else f"{ref} (not on sms.sent)"
+            for ref in refs]
 
 
 def drained(bootstrap: str, gateway: FakeGatewayProcess, timeout_s: float) -> Findings:
@@ -163,6 +183,8 @@ def report(args: argparse.Namespace, findings: Findings, faults: FaultLoop,
           f"  {'(info)':>7}")
     print(f"{'suppressed by an SMS dated after it':38} "
           f"{len(findings.suppressed_by_later_sms):7,}  {'(info)':>7}")
+    print(f"{'outside sends normalized late':38} {len(findings.outside_sends_late):7,}"
+          f"  {'(info)':>7}   after the feeder's two-minute wait")
     print(f"{'ambiguous sends given up':38} {findings.given_up:7,}  {'(info)':>7}"
           f"   the gateway had sent {findings.given_up_but_sent:,} of them")
     ok = all(found == 0 for _, found, _ in rows)
@@ -200,11 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         barrier.start()
         started = time.monotonic()
         faults.start()
-        never_normalized = feed(bootstrap, Workload(args.seed, args.numbers), args, barrier)
+        missed = feed(bootstrap, Workload(args.seed, args.numbers), args, barrier)
         faults.stop()
         services.ensure_running()
         findings = drained(bootstrap, services.gateway, timeout_s=600)
-        findings.outside_sends_skipped = never_normalized
+        findings.outside_sends_late = [ref for ref in missed if ref in barrier.seen]
+        findings.outside_sends_skipped = where_on_sent(
+            bootstrap, [ref for ref in missed if ref not in barrier.seen])
         ok = report(args, findings, faults, time.monotonic() - started)
         return 0 if ok else 1
     except Exception as exc:  # the run could not finish: say where its logs are

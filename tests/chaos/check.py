@@ -42,6 +42,8 @@ class Findings:
     without_decision: list[str] = field(default_factory=list)
     conflicting_decisions: list[str] = field(default_factory=list)
     outside_sends_skipped: list[str] = field(default_factory=list)
+    # Normalized, but only after the feeder stopped waiting for them (a long stall).
+    outside_sends_late: list[str] = field(default_factory=list)
 
     def failures(self) -> dict[str, list[str]]:
         return {
