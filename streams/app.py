@@ -41,5 +41,11 @@ def build_app(settings: Settings) -> faust.App:
         producer_linger_ms=settings.linger_ms,
         # Correctness comes from idempotent decisions and sends, not from transactions.
         processing_guarantee="at_least_once",
+        # No standby copies of the table on other workers. A standby that Faust had
+        # filled was found, after its worker restarted and took the partition over,
+        # to record the changelog's end as read while it lacked numbers written
+        # before it (faust-streaming #212): cooldowns were broken. Taking a partition
+        # over now means reading its changelog from this worker's own offset.
+        table_standby_replicas=0,
     )
 

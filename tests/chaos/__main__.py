@@ -69,7 +69,9 @@ class OutsideSendsSeen(threading.Thread):
     def run(self) -> None:
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "chaos-barrier",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        consumer.subscribe([topics.BY_NUMBER])
+        # Assigned, not subscribed: joining a group takes the broker seconds, and the
+        # first rounds would wait for it.
+        consumer.assign([TopicPartition(topics.BY_NUMBER, p, 0) for p in range(PARTITIONS)])
         try:
             while not self._halt.is_set():
                 for m in consumer.consume(1000, timeout=0.2):
@@ -128,6 +130,16 @@ def feed(bootstrap: str, work: Workload, args: argparse.Namespace,
     return never_normalized
 
 
+def committed_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The pipeline's committed offset on each partition of `topic`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": APP_ID})
+    try:
+        return {tp.partition: tp.offset for tp in consumer.committed(
+            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)}
+    finally:
+        consumer.close()
+
+
 def where_on_sent(bootstrap: str, refs: list[str]) -> list[str]:
     """Each outside send's place on sms.sent, and the group's committed offset there."""
     if not refs:
@@ -137,12 +149,7 @@ def where_on_sent(bootstrap: str, refs: list[str]) -> list[str]:
         ref = codecs.SENT.decode(record.value)["message_id"]
         if ref in refs:
             places[ref] = (record.partition, record.offset)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": APP_ID})
-    try:
-        committed = {tp.partition: tp.offset for tp in consumer.committed(
-            [TopicPartition(topics.SENT, p) for p in range(PARTITIONS)], timeout=10)}
-    finally:
-        consumer.close()
+    committed = committed_offsets(bootstrap, topics.SENT)
     return [f"{ref} at sms.sent[{places[ref][0]}]@{places[ref][1]}, group committed "
             f"{committed.get(places[ref][0])}" if ref in places else f"{ref} (not on sms.sent)"
             for ref in refs]
@@ -230,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         findings.outside_sends_skipped = where_on_sent(
             bootstrap, [ref for ref in missed if ref not in barrier.seen])
         ok = report(args, findings, faults, time.monotonic() - started)
+        if not ok:
+            for topic in (topics.TRIGGERS, topics.SENT, topics.BY_NUMBER):
+                print(f"committed on {topic}: {committed_offsets(bootstrap, topic)}")
         return 0 if ok else 1
     except Exception as exc:  # the run could not finish: say where its logs are
         print(f"\nthe chaos run could not finish: {exc!r}; logs in {folder}", file=sys.stderr)

@@ -63,6 +63,7 @@ def check(bootstrap: str, gateway: FakeGatewayProcess) -> Findings:
 
     # The input log, first copies only, and the pipeline's sends as the gateway saw them.
     first_copy: dict[str, tuple[int, bytes]] = {}
+    placed: dict[str, str] = {}  # event id -> where its first copy is, for the report
     for record in iter_records(bootstrap, topics.TRIGGERS, idle_s=2.0, timeout_s=600):
         trigger = read_trigger(record.value or b"")
         if trigger is None:
@@ -71,6 +72,7 @@ def check(bootstrap: str, gateway: FakeGatewayProcess) -> Findings:
             f.duplicates += 1
             continue
         first_copy[trigger["event_id"]] = (record.timestamp_ms, record.value)
+        placed[trigger["event_id"]] = f"{record.topic}[{record.partition}]@{record.offset}"
     f.triggers = len(first_copy)
     sends: list[tuple[int, str, dict]] = []
     for record in iter_records(bootstrap, topics.SENT, idle_s=2.0, timeout_s=600):
@@ -106,9 +108,16 @@ def check(bootstrap: str, gateway: FakeGatewayProcess) -> Findings:
         records = decisions.get(event_id, [])
         kinds = {(d["decision_id"], d["outcome"]) for d in records}
         if not kinds:
-            f.without_decision.append(event_id)
+            f.without_decision.append(f"{event_id} at {placed[event_id]}")
         elif len(kinds) > 1:
-            f.conflicting_decisions.append(f"{event_id}: {sorted(kinds)}")
+            # Where each copy came from and, if suppressed, by which SMS: the trail
+            # for finding which worker's state was missing what.
+            f.conflicting_decisions.append(f"{event_id}: " + "; ".join(
+                f"{d['outcome']} from {d['source_topic']}[{d['source_partition']}]"
+                f"@{d['source_offset']} at {d['decided_at_ms']}"
+                + (f" by {d['cause_origin']} {d['cause_ref']} at {d['cause_at_ms']}"
+                   if d["cause_ref"] else "")
+                for d in records))
         if records:
             final[event_id] = records[0]
 
