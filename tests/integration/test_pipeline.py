@@ -188,7 +188,6 @@ def test_kill_and_lost_data_folder_lose_nothing_and_send_nothing_twice(
     assert_no_double_send(sends, sc)
 
 
-
 def test_a_worker_without_its_data_folder_rebuilds_the_whole_changelog(
         bootstrap, start_worker, tmp_path):
     # The state of 2,000 numbers, each sent an SMS a minute ago, written to the changelog
