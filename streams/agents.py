@@ -87,7 +87,7 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
         pipeline.catalog_loaded.set()
 
     @app.agent(inputs, name="normalize")
-    async def normalize(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    async def normalize(stream: faust.StreamT[bytes]) -> None:
         # Deciding against a half-read catalog would call known automations unknown.
         await pipeline.catalog_loaded.wait()
         async for event in stream.events():
@@ -99,13 +99,11 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
                     log.warning("dead letter from %s[%d]@%d: %s", source.topic,
                                 source.partition, source.offset, output.value["reason"])
                 pipeline.emit(output)
-            yield None
 
     @app.agent(by_number, name="cooldown")
-    async def cooldown(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    async def cooldown(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             apply_number_event(pipeline, event.key, event.value, event.message)
-            yield None
 
     return pipeline
 
