@@ -32,6 +32,13 @@ NAMES = (SHIPPED, TEXTBOOK, PLAIN)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def project_env() -> dict[str, str]:
+    """This environment, with the project importable from a child process."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ,
+            "PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{path}".rstrip(os.pathsep)}
+
+
 @dataclass(frozen=True)
 class Topics:
     triggers: str
@@ -60,8 +67,7 @@ class Contender:
         return [sys.executable, "-m", "bench.plain_confluent"]
 
     def env(self) -> dict[str, str]:
-        path = os.environ.get("PYTHONPATH", "")
-        env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{path}".rstrip(os.pathsep)}
+        env = project_env()
         if self.name == SHIPPED:
             return {**env, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
                     "SMSCOOL_APP_ID": self.app_id, "SMSCOOL_DATA_DIR": str(self.data_dir),

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.contenders import PROJECT_ROOT
+from bench.contenders import project_env
 from bench.workload import produce_records
 from streams.broker import EmbeddedBroker
 from streams.kafka import ensure_topics
@@ -31,10 +30,9 @@ VALUE = b"x" * 120  # about a trigger's Avro size in the benchmark
 
 def run_noop(bootstrap: str, mode: str, events: int, work: Path) -> float:
     stats = work / f"{mode}.json"
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{path}".rstrip(os.pathsep),
-           "BENCH_BOOTSTRAP_SERVERS": bootstrap, "BENCH_APP_ID": f"bench-noop-{mode}",
-           "BENCH_DATA_DIR": str(work / mode), "BENCH_TOPIC": TOPIC,
+    env = {**project_env(), "BENCH_BOOTSTRAP_SERVERS": bootstrap,
+           "BENCH_APP_ID": f"bench-noop-{mode}", "BENCH_DATA_DIR": str(work / mode),
+           "BENCH_TOPIC": TOPIC,
            "BENCH_EVENTS": str(events), "BENCH_MODE": mode, "BENCH_STATS_FILE": str(stats)}
     with (work / f"{mode}.log").open("wb") as log:
         done = subprocess.run([sys.executable, "-m", "faust", "-A", "bench.faust_noop",
