@@ -1,197 +1,133 @@
-"""The Faust agents: normalize and re-key every input by E.164, then decide.
+"""The cooldown agent: a Faust agent over the bundle topic, joined with the `last_sent`
+table, deciding a bundle at a time.
 
-`normalize` is stateless and runs the pure `streams.normalize.route` on every record
-of sms.triggers, sms.sent and sms.delivery. `cooldown` is the only writer of a number's state: it
-reads the E.164-keyed topic, applies the pure rule `streams.rule.decide` against the
-`last_sent` table, and writes a decision per trigger and a send request per pass.
+Ingest (`streams.ingest`, outside Faust's stream) writes every trigger, outside send
+and delivery outcome as a number event into a bundle on the partition its number
+falls on. Per bundle the agent reads the states of the bundle's numbers with one
+multi-get, applies `streams.step.step` to each event in order, writes the changed
+states with one write batch (`streams.number_states`), and sends the decisions, send
+requests and changelog records through librdkafka. Faust keeps the table's life:
+its stores, changelog topic, recovery, partition assignment and offset commits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import faust
 
 from streams import codecs, topics
-from streams.automations import Catalog, follow_catalog
-from streams.normalize import Limits, Output, Source, dead_letter, route
-from streams.rule import PASSED, AutomationTerms, LastSend, decide, record_send, release
+from streams.bundles import decode_bundle
+from streams.faust_patches import StoreAccess
+from streams.number_states import NumberStates
+from streams.outcomes import INVALID_RECORD
+from streams.records import DeadLetter, DecisionRecord, NumberEvent, Source
+from streams.rule import NumberState
 from streams.settings import Settings
 from streams.state import decode_state, encode_state
-from streams.window import SendingWindow, parse_window
+from streams.step import InvalidEvent, step
 
 log = logging.getLogger(__name__)
-
-_OUTPUT_CODECS = {
-    topics.BY_NUMBER: codecs.NUMBER_EVENT,
-    topics.DECISIONS: codecs.DECISION,
-    topics.OUTBOX: codecs.SEND_REQUEST,
-    topics.DEADLETTER: codecs.DEAD_LETTER,
-}
-
-
-@lru_cache(maxsize=1024)
-def _window(spec: str, tz: str) -> SendingWindow | None:
-    return None if spec == "always" else parse_window(spec, tz)
 
 
 @dataclass
 class Pipeline:
     app: faust.App
     settings: Settings
-    catalog: Catalog
-    catalog_loaded: asyncio.Event
     last_sent: faust.Table
-    # Anything with send(topic, key, value): KafkaOutputs in a worker, a recorder in tests.
+    states: NumberStates
+    # Anything with send(topic, key, value, partition=None): KafkaOutputs in a worker,
+    # a recorder in tests.
     outputs: Any
 
-    def emit(self, output: Output) -> None:
-        value = _OUTPUT_CODECS[output.topic].encode(output.value)
-        self.outputs.send(output.topic, output.key, value)
 
-
-def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
-                   catalog: Catalog | None = None,
-                   follow_automations: bool = True) -> Pipeline:
-    """Declare topics, the table and the agents on `app`.
-
-    With `follow_automations`, a background task keeps `catalog` in step with
-    sms.automations; without it (tests), the catalog given is used as it is.
-    """
-    partitions = settings.partitions
-
-    def topic(*names: str, **kw: Any) -> faust.TopicT:
-        return app.topic(*names, key_type=bytes, value_type=bytes, **kw)
-
-    # Only the topics the agents read: their records go out through `outputs`.
-    by_number = topic(topics.BY_NUMBER, partitions=partitions)
-    inputs = topic(topics.TRIGGERS, topics.SENT, topics.DELIVERY)
+def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any) -> Pipeline:
+    """Declare the bundle topic, the table and the cooldown agent on `app`."""
+    by_number = app.topic(topics.BY_NUMBER, key_type=bytes, value_type=bytes,
+                          partitions=settings.partitions)
     last_sent = app.Table(
-        topics.LAST_SENT_TABLE, default=None, partitions=partitions,
+        topics.LAST_SENT_TABLE, default=None, partitions=settings.partitions,
         key_type=bytes, value_type=bytes,
     )
-    pipeline = Pipeline(app, settings, catalog or Catalog(), asyncio.Event(), last_sent, outputs)
-    limits = Limits(settings.max_clock_skew_ms, settings.max_trigger_age_ms)
+    states = NumberStates(StoreAccess(last_sent), outputs,
+                          topics.changelog_topic(settings.app_id))
+    pipeline = Pipeline(app, settings, last_sent, states, outputs)
 
-    if follow_automations:
-        @app.task
-        async def automations() -> None:
-            await follow_catalog(pipeline.catalog, settings.bootstrap_servers,
-                                 pipeline.catalog_loaded)
-    else:
-        pipeline.catalog_loaded.set()
-
-    # The agents yield nothing: for each value an agent yields, Faust writes a debug log
-    # record and looks for sinks, a tenth of the worker's time.
-    @app.agent(inputs, name="normalize")
-    async def normalize(stream: faust.StreamT[bytes]) -> None:
-        # Deciding against a half-read catalog would call known automations unknown.
-        await pipeline.catalog_loaded.wait()
-        async for event in stream.events():
-            message = event.message
-            source = Source(message.topic, message.partition, message.offset,
-                            round(message.timestamp * 1000), message.key, message.value)
-            for output in route(source, pipeline.catalog, limits):
-                if output.topic == topics.DEADLETTER:
-                    log.warning("dead letter from %s[%d]@%d: %s", source.topic,
-                                source.partition, source.offset, output.value["reason"])
-                pipeline.emit(output)
-
+    # The agent yields nothing: for each value an agent yields, Faust writes a debug
+    # log record and looks for sinks.
     @app.agent(by_number, name="cooldown")
     async def cooldown(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            apply_number_event(pipeline, event.key, event.value, event.message)
+            message = event.message
+            decide_bundle(pipeline, Source(message.topic, message.partition, message.offset,
+                                           round(message.timestamp * 1000), message.key,
+                                           message.value))
 
     return pipeline
 
 
-_TRIGGER_FIELDS = ("event_id", "decision_id", "automation_id", "text", "sender")
-
-
-def _terms_of(number_event: dict[str, Any]) -> AutomationTerms:
-    """The automation's terms a trigger carries; ValueError when they make no sense."""
-    missing = [name for name in _TRIGGER_FIELDS if number_event[name] is None]
-    if missing:
-        raise ValueError(f"a trigger number event without {', '.join(missing)}")
-    return AutomationTerms(
-        automation_id=number_event["automation_id"],
-        enabled=number_event["enabled"],
-        cooldown_enabled=number_event["cooldown_enabled"],
-        cooldown_ms=number_event["cooldown_ms"],
-        window=_window(number_event["window"], number_event["timezone"]),
-    )
-
-
-def apply_number_event(pipeline: Pipeline, key: bytes, value: bytes, message: Any) -> None:
+def decide_bundle(pipeline: Pipeline, source: Source) -> None:
+    """Decide every event of the bundle read at `source`, in order."""
+    outputs = pipeline.outputs
     try:
-        number_event = codecs.NUMBER_EVENT.decode(value)
-        kind = number_event["kind"]
-        terms = _terms_of(number_event) if kind == "trigger" else None
-        if kind == "release" and not number_event["decision_id"]:
-            raise ValueError("a release without decision_id")
-    except (codecs.CodecError, ValueError) as exc:
-        # Only a bug or a foreign writer puts such a record on the internal topic; it
-        # must not stop the agent, nor reserve a number for an SMS that cannot be made.
-        reason, detail = (exc.reason, exc.detail) if isinstance(exc, codecs.CodecError) \
-            else ("invalid_record", str(exc))
-        source = Source(message.topic, message.partition, message.offset,
-                        round(message.timestamp * 1000), key, value)
-        pipeline.emit(dead_letter(source, source.timestamp_ms, reason, detail))
+        events = decode_bundle(source.value)
+    except codecs.CodecError as exc:
+        # Only a bug or a foreign writer puts such a record on the internal topic.
+        log.warning("dead letter from %s[%d]@%d: %s", source.topic, source.partition,
+                    source.offset, exc.detail)
+        _dead_letter(outputs, DeadLetter.of(source, exc.reason, exc.detail,
+                                            source.timestamp_ms))
         return
-    table = pipeline.last_sent
-    state = decode_state(table.get(key))
-    if terms is None:
-        if kind == "release":
-            new_state = release(state, number_event["decision_id"])
-        else:
-            new_state = record_send(state, LastSend(
-                number_event["at_ms"], number_event["origin"] or "unknown",
-                number_event["ref"] or ""))
-        if new_state is not None and new_state != state:
-            table[key] = encode_state(new_state)
+    partition = source.partition
+    if not pipeline.states.open(partition):
+        # A bundle of a partition revoked since it was fetched: its offset is not
+        # committed here, and the worker that has the partition now decides it.
+        log.info("bundle %s[%d]@%d skipped: the partition is no longer assigned",
+                 source.topic, partition, source.offset)
         return
-    decision, new_state = decide(number_event["decision_id"], terms, state, number_event["at_ms"])
-    if new_state is not None and new_state != state:
-        table[key] = encode_state(new_state)
-    cause = decision.cause
-    if decision.outcome != PASSED:
-        log.debug("number %s: %s", pipeline.settings.number_tag(key), decision.outcome)
-    pipeline.emit(Output(topics.DECISIONS, key, {
-        "decision_id": decision.decision_id,
-        "event_id": number_event["event_id"],
-        "automation_id": number_event["automation_id"],
-        "e164": number_event["e164"],
-        "outcome": decision.outcome,
-        "detail": _detail(decision.outcome, cause),
-        "decided_at_ms": decision.decided_at_ms,
-        "cause_at_ms": cause.at_ms if cause else None,
-        "cause_origin": cause.origin if cause else None,
-        "cause_ref": cause.ref if cause else None,
-        "source_topic": number_event["source_topic"],
-        "source_partition": number_event["source_partition"],
-        "source_offset": number_event["source_offset"],
-    }))
-    if decision.outcome == PASSED:
-        pipeline.emit(Output(topics.OUTBOX, key, {
-            "decision_id": decision.decision_id,
-            "event_id": number_event["event_id"],
-            "automation_id": number_event["automation_id"],
-            "e164": number_event["e164"],
-            "text": number_event["text"],
-            "sender": number_event["sender"],
-            "decided_at_ms": decision.decided_at_ms,
-        }))
+    keys = list({event.e164.encode(): None for event in events})
+    states: dict[bytes, NumberState | None] = {}
+    unreadable: set[bytes] = set()
+    for key, value in zip(keys, pipeline.states.read(partition, keys), strict=True):
+        try:
+            states[key] = decode_state(value)
+        except ValueError:
+            unreadable.add(key)
+    changed: dict[bytes, NumberState] = {}
+    send = outputs.send
+    for event in events:
+        key = event.e164.encode()
+        if key in unreadable:
+            _dead_letter_event(pipeline, event, "the number's stored state cannot be read")
+            continue
+        state = states[key]
+        try:
+            new_state, records = step(state, event)
+        except InvalidEvent as exc:
+            _dead_letter_event(pipeline, event, str(exc))
+            continue
+        if new_state is not state and new_state is not None and new_state != state:
+            states[key] = changed[key] = new_state
+        for record in records:
+            if isinstance(record, DecisionRecord):
+                send(topics.DECISIONS, key, codecs.DECISION.encode(record.to_dict()))
+            else:
+                send(topics.OUTBOX, key, codecs.SEND_REQUEST.encode(record.to_dict()))
+    pipeline.states.write(partition, {key: encode_state(state)
+                                      for key, state in changed.items()})
 
 
-def _detail(outcome: str, cause: LastSend | None) -> str:
-    if cause is not None:
-        return f"the number got an SMS from {cause.origin} at {cause.at_ms} (ref {cause.ref})"
-    return {
-        PASSED: "passed the cooldown; the number is reserved",
-        "outside_window": "outside the automation's sending window",
-        "automation_disabled": "the automation is disabled",
-    }.get(outcome, outcome)
+def _dead_letter_event(pipeline: Pipeline, event: NumberEvent, detail: str) -> None:
+    log.warning("dead letter from %s[%d]@%d (number %s): %s", event.source_topic,
+                event.source_partition, event.source_offset,
+                pipeline.settings.number_tag(event.e164), detail)
+    value = codecs.NUMBER_EVENT.encode(event.to_dict())
+    _dead_letter(pipeline.outputs, DeadLetter(
+        INVALID_RECORD, detail, event.source_topic, event.source_partition,
+        event.source_offset, event.e164.encode(), value, event.at_ms))
+
+
+def _dead_letter(outputs: Any, letter: DeadLetter) -> None:
+    outputs.send(topics.DEADLETTER, letter.key or b"", codecs.DEAD_LETTER.encode(letter.to_dict()))

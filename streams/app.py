@@ -8,12 +8,6 @@ from __future__ import annotations
 
 import faust
 
-from streams.faust_consumer import (
-    seek_uncommitted_to_beginning,
-    set_fetch_wait,
-    skip_stall_check_while_seeking,
-    stop_batches_across_a_seek,
-)
 from streams.settings import Settings
 
 # Faust lets its own environment variables override App arguments; with a prefix only
@@ -22,10 +16,7 @@ FAUST_ENV_PREFIX = "SMSCOOL_FAUST_"
 
 
 def build_app(settings: Settings) -> faust.App:
-    set_fetch_wait(settings.fetch_wait_ms)
-    seek_uncommitted_to_beginning()
-    stop_batches_across_a_seek()
-    skip_stall_check_while_seeking()
+    """The worker installs `streams.faust_patches` before it builds the app."""
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     return faust.App(
         settings.app_id,

@@ -7,9 +7,9 @@ trigger without a restart.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -171,45 +171,65 @@ class Catalog:
         self.put(automation)
 
 
-async def follow_catalog(catalog: Catalog, bootstrap: str, loaded: asyncio.Event) -> None:
-    """Read sms.automations from the beginning and keep following it.
+class CatalogFollower:
+    """Keeps a Catalog in step with sms.automations, read from the beginning outside
+    any consumer group. `load` returns once the topic has been read up to where it
+    ended when it was called; `poll` applies whatever came since, without waiting."""
 
-    Sets `loaded` once the topic has been read up to where it ended at start-up, so
-    that no trigger is decided against a half-read catalog.
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    def __init__(self, catalog: Catalog, bootstrap: str) -> None:
+        from confluent_kafka import Consumer
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(AUTOMATIONS)
-        while not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(AUTOMATIONS)
-            if not partitions:
-                await asyncio.sleep(0.5)
-        tps = [TopicPartition(AUTOMATIONS, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
+        self.catalog = catalog
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": "smscool-catalog",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 100,
+        })
+
+    def load(self, timeout_s: float = 120.0) -> None:
+        from confluent_kafka import TopicPartition
+
+        deadline = time.monotonic() + timeout_s
+        partitions = self._partitions(deadline)
+        self._consumer.assign([TopicPartition(AUTOMATIONS, p, 0) for p in partitions])
+        ends = {p: self._consumer.get_watermark_offsets(
+            TopicPartition(AUTOMATIONS, p), timeout=10, cached=False)[1] for p in partitions}
+        positions = dict.fromkeys(partitions, 0)
         while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
-            for records in batches.values():
-                for record in records:
-                    catalog.apply(record.key, record.value)
-            if not loaded.is_set():
-                # The end offset may undercount a multi-record batch on some brokers,
-                # so also wait for one empty fetch before calling the catalog loaded.
-                positions = [await consumer.position(tp) for tp in tps]
-                reached = all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=False))
-                if reached and not batches:
-                    log.info("automation catalog loaded: %d automations", len(catalog))
-                    loaded.set()
-    finally:
-        await consumer.stop()
+            read = self._apply(self._consumer.consume(1000, timeout=0.2), positions)
+            # Some brokers undercount the end after multi-record batches: also wait
+            # for an empty fetch before calling the catalog loaded.
+            if not read and all(positions[p] >= ends[p] for p in partitions):
+                log.info("automation catalog loaded: %d automations", len(self.catalog))
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{AUTOMATIONS} not read to its end in {timeout_s} s")
+
+    def poll(self) -> None:
+        self._apply(self._consumer.consume(1000, timeout=0), None)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _partitions(self, deadline: float) -> list[int]:
+        while True:
+            topic = self._consumer.list_topics(AUTOMATIONS, timeout=10).topics.get(AUTOMATIONS)
+            if topic is not None and topic.partitions and topic.error is None:
+                return sorted(topic.partitions)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {AUTOMATIONS} does not exist")
+            time.sleep(0.5)
+
+    def _apply(self, messages: list[Any], positions: dict[int, int] | None) -> int:
+        read = 0
+        for message in messages:
+            if message.error():
+                continue
+            self.catalog.apply(message.key(), message.value())
+            read += 1
+            if positions is not None:
+                positions[message.partition()] = message.offset() + 1
+        return read
 
 
 def read_catalog(bootstrap: str) -> Catalog:

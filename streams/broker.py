@@ -94,49 +94,9 @@ def embedded_broker(log: IO[bytes] | int | None = None) -> Iterator[EmbeddedBrok
         broker.stop()
 
 
-# The embedded broker answers ListOffsets with the base offset of the partition's last
-# record batch + 1, not with its end, while fetch responses carry the right high
-# watermark. Faust reads a table's changelog up to the ListOffsets answer when it
-# recovers, so against this broker it would skip the tail of the last batch (and its
-# consistency check would stop the worker when a standby is ahead of that answer).
+# Lets the worker tell the embedded broker (whose ListOffsets answers need correcting,
+# see `streams.faust_patches.correct_end_offsets`) from a real Kafka.
 EMBEDDED_CLUSTER_ID = "sms-cooldown-embedded"
-
-
-async def fetched_end_offsets(bootstrap: str, ends: dict) -> dict:
-    """`ends` corrected by the high watermark of one fetch from each last batch."""
-    from aiokafka import AIOKafkaConsumer
-
-    nonempty = [tp for tp, end in ends.items() if end]
-    if not nonempty:
-        return ends
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False)
-    await probe.start()
-    try:
-        probe.assign(nonempty)
-        for tp in nonempty:
-            probe.seek(tp, ends[tp] - 1)
-        pending = set(nonempty)
-        deadline = time.monotonic() + 10
-        while pending and time.monotonic() < deadline:
-            fetched = await probe.getmany(timeout_ms=500)
-            pending -= set(fetched)
-        return {tp: max(end or 0, probe.highwater(tp) or 0) if tp in nonempty else end
-                for tp, end in ends.items()}
-    finally:
-        await probe.stop()
-
-
-def correct_faust_end_offsets(bootstrap: str) -> None:
-    """Make Faust's table recovery read changelogs to their real end on this broker."""
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    listed = AIOKafkaConsumerThread._highwaters
-
-    async def highwaters(self: AIOKafkaConsumerThread, partitions: list) -> dict:
-        return await fetched_end_offsets(bootstrap, dict(await listed(self, partitions)))
-
-    AIOKafkaConsumerThread._highwaters = highwaters  # type: ignore[method-assign]
 
 
 def is_embedded(bootstrap: str) -> bool:

@@ -48,30 +48,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import faust
+    from streams.worker import run
 
-    from streams.agents import build_pipeline
-    from streams.app import build_app
-    from streams.broker import correct_faust_end_offsets, is_embedded
-    from streams.kafka import PartitionMismatch, ensure_topics
-    from streams.outputs import KafkaOutputs
-
-    settings = _settings()
-    bootstrap = settings.require_bootstrap()
-    try:
-        ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
-    except PartitionMismatch as exc:
-        print(f"smscool worker: refusing to start: {exc}", file=sys.stderr)
-        return 2
-    if is_embedded(bootstrap):
-        correct_faust_end_offsets(bootstrap)
-    app = build_app(settings)
-    outputs = KafkaOutputs(bootstrap, settings.linger_ms)
-    build_pipeline(app, settings, outputs=outputs)
-    outputs.attach_to(app)
-    worker = faust.Worker(app, loglevel=settings.log_level)
-    worker.execute_from_commandline()
-    return 0
+    return run(_settings())
 
 
 def _automation_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 import fastavro
+import fastavro.schema
 import fastavro.validation
 
 from schemas import SCHEMA_DIR
@@ -44,9 +45,19 @@ def _without_logical_types(node: Any) -> Any:
 
 @cache
 def schema(full_name: str) -> Any:
+    """The parsed schema of `full_name`; a record that names another record (a bundle
+    of number events) has that one's file parsed first."""
     path = SCHEMA_DIR / f"{full_name}.avsc"
     with path.open() as f:
-        return fastavro.parse_schema(_without_logical_types(json.load(f)))
+        body = _without_logical_types(json.load(f))
+    named: dict[str, Any] = {}
+    while True:
+        try:
+            return fastavro.parse_schema(body, named_schemas=dict(named))
+        except fastavro.schema.UnknownType as exc:
+            if exc.name in named:
+                raise
+            named[exc.name] = schema(exc.name)
 
 
 class AvroCodec:
@@ -138,12 +149,13 @@ AUTOMATION = AvroCodec("sms_cooldown.Automation")
 TRIGGER = AvroCodec("sms_cooldown.Trigger")
 SENT = AvroCodec("sms_cooldown.Sent")
 NUMBER_EVENT = AvroCodec("sms_cooldown.NumberEvent")
+NUMBER_EVENT_BUNDLE = AvroCodec("sms_cooldown.NumberEventBundle")
 SEND_REQUEST = AvroCodec("sms_cooldown.SendRequest")
 DECISION = AvroCodec("sms_cooldown.Decision")
 DEAD_LETTER = AvroCodec("sms_cooldown.DeadLetter")
 DELIVERY_OUTCOME = AvroCodec("sms_cooldown.DeliveryOutcome")
 
 CODECS = {c.full_name: c for c in (
-    AUTOMATION, TRIGGER, SENT, NUMBER_EVENT, SEND_REQUEST, DECISION, DEAD_LETTER,
-    DELIVERY_OUTCOME,
+    AUTOMATION, TRIGGER, SENT, NUMBER_EVENT, NUMBER_EVENT_BUNDLE, SEND_REQUEST, DECISION,
+    DEAD_LETTER, DELIVERY_OUTCOME,
 )}

@@ -25,6 +25,7 @@ from pathlib import Path
 from phonenumbers import is_valid_number, parse
 
 from streams import codecs, topics
+from streams.bundles import events_seen
 from streams.automations import Automation, publish_automation
 from streams.kafka import Record, ensure_topics, iter_records, producer
 from streams.processes import ConnectorProcess, FakeGatewayProcess, WorkerProcess
@@ -251,7 +252,7 @@ def run_demo(triggers: int, numbers: int, seed: int) -> int:
             # Sends from the other system go first and are waited for, so that every
             # trigger of the day is decided knowing them.
             produce(bootstrap, topics.SENT, sc.sends)
-            wait_for(bootstrap, topics.BY_NUMBER, lambda rs: len(rs) >= len(sc.sends), 60)
+            wait_for(bootstrap, topics.BY_NUMBER, events_seen(len(sc.sends)), 60)
             produce(bootstrap, topics.TRIGGERS, sc.triggers)
             print(f"{len(sc.triggers)} triggers on {topics.TRIGGERS}; waiting for decisions")
             decided: dict[str, dict] = {}

@@ -15,17 +15,27 @@ from typing import Any
 from streams import codecs, topics
 from streams.automations import Automation, Catalog, MissingAttribute, UnknownAutomation
 from streams.numbers import InvalidNumber, to_e164
+from streams.outcomes import (
+    FUTURE_SEND,
+    FUTURE_TRIGGER,
+    INVALID_NUMBER,
+    INVALID_RECORD,
+    MESSAGE_TOO_LONG,
+    MISSING_ATTRIBUTE,
+    NO_MATCHING_AUTOMATION,
+    STALE_TRIGGER,
+    UNKNOWN_AUTOMATION,
+)
+from streams.records import (
+    RELEASE_EVENT,
+    SENT_EVENT,
+    TRIGGER_EVENT,
+    DeadLetter,
+    DecisionRecord,
+    NumberEvent,
+    Source,
+)
 from streams.rule import decision_id_for
-
-# Outcomes decided here, before any state is read.
-INVALID_NUMBER = "invalid_number"
-UNKNOWN_AUTOMATION = "unknown_automation"
-NO_MATCHING_AUTOMATION = "no_matching_automation"
-MISSING_ATTRIBUTE = "missing_attribute"
-MESSAGE_TOO_LONG = "message_too_long"
-FUTURE_TRIGGER = "future_trigger"
-STALE_TRIGGER = "stale_trigger"
-
 
 # Gateways split long texts into concatenated SMS of 153 characters and stop at about
 # ten; a longer text (a runaway attribute) would also bloat every record downstream.
@@ -33,24 +43,22 @@ MAX_TEXT_CHARS = 1530
 # An outside system's name and message id, and automation ids, are kept per number.
 MAX_REF_BYTES = 200
 
-
-@dataclass(frozen=True)
-class Source:
-    """Where an input record came from; `timestamp_ms` is its Kafka timestamp."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
+__all__ = ["Limits", "Output", "Source", "dead_letter", "route"]
 
 
 @dataclass(frozen=True)
 class Output:
+    """A record to write: to the cooldown agent (a NumberEvent, keyed by its E.164),
+    or straight to sms.decisions or sms.deadletter."""
+
     topic: str
     key: bytes
-    value: dict[str, Any]
+    record: NumberEvent | DecisionRecord | DeadLetter
+
+    @property
+    def value(self) -> dict[str, Any]:
+        """The record as its topic's codec encodes it."""
+        return self.record.to_dict()
 
 
 @dataclass(frozen=True)
@@ -68,36 +76,25 @@ def route(source: Source, catalog: Catalog, limits: Limits) -> list[Output]:
 
 
 def dead_letter(source: Source, now_ms: int, reason: str, detail: str) -> Output:
-    return Output(topics.DEADLETTER, source.key or b"", {
-        "reason": reason,
-        "detail": detail,
-        "source_topic": source.topic,
-        "source_partition": source.partition,
-        "source_offset": source.offset,
-        "key": source.key,
-        "value": source.value,
-        "failed_at_ms": now_ms,
-    })
+    return Output(topics.DEADLETTER, source.key or b"",
+                  DeadLetter.of(source, reason, detail, now_ms))
 
 
 def _decision(source: Source, trigger: dict[str, Any], automation_id: str | None,
               outcome: str, detail: str, e164: str | None = None) -> Output:
     event_id = trigger["event_id"]
-    return Output(topics.DECISIONS, (e164 or event_id).encode(), {
-        "decision_id": decision_id_for(event_id, automation_id or ""),
-        "event_id": event_id,
-        "automation_id": automation_id,
-        "e164": e164,
-        "outcome": outcome,
-        "detail": detail,
-        "decided_at_ms": source.timestamp_ms,
-        "cause_at_ms": None,
-        "cause_origin": None,
-        "cause_ref": None,
-        "source_topic": source.topic,
-        "source_partition": source.partition,
-        "source_offset": source.offset,
-    })
+    return Output(topics.DECISIONS, (e164 or event_id).encode(), DecisionRecord(
+        decision_id=decision_id_for(event_id, automation_id or ""),
+        event_id=event_id,
+        automation_id=automation_id,
+        e164=e164,
+        outcome=outcome,
+        detail=detail,
+        decided_at_ms=source.timestamp_ms,
+        source_topic=source.topic,
+        source_partition=source.partition,
+        source_offset=source.offset,
+    ))
 
 
 def _route_trigger(source: Source, catalog: Catalog, limits: Limits) -> list[Output]:
@@ -107,7 +104,7 @@ def _route_trigger(source: Source, catalog: Catalog, limits: Limits) -> list[Out
     except codecs.CodecError as exc:
         return [dead_letter(source, now, exc.reason, exc.detail)]
     if not trigger["event_id"].strip():
-        return [dead_letter(source, now, "invalid_record", "event_id is empty")]
+        return [dead_letter(source, now, INVALID_RECORD, "event_id is empty")]
     try:
         automations = catalog.for_trigger(trigger)
     except UnknownAutomation as exc:
@@ -145,40 +142,31 @@ def _route_trigger_to(source: Source, trigger: dict[str, Any], automation: Autom
         return _decision(source, trigger, automation_id, MESSAGE_TOO_LONG,
                          f"the message is {len(text)} characters, more than {MAX_TEXT_CHARS}",
                          e164)
-    return Output(topics.BY_NUMBER, e164.encode(), {
-        "kind": "trigger",
-        "e164": e164,
-        "at_ms": now,
-        "event_id": trigger["event_id"],
-        "decision_id": decision_id_for(trigger["event_id"], automation_id),
-        "automation_id": automation_id,
-        "enabled": automation.enabled,
-        "cooldown_enabled": automation.cooldown_enabled,
-        "cooldown_ms": automation.cooldown_ms,
-        "window": automation.window,
-        "timezone": automation.zone,
-        "text": text,
-        "sender": automation.sender,
-        "origin": None,
-        "ref": None,
-        "source_topic": source.topic,
-        "source_partition": source.partition,
-        "source_offset": source.offset,
-    })
+    return Output(topics.BY_NUMBER, e164.encode(), NumberEvent(
+        kind=TRIGGER_EVENT,
+        e164=e164,
+        at_ms=now,
+        source_topic=source.topic,
+        source_partition=source.partition,
+        source_offset=source.offset,
+        event_id=trigger["event_id"],
+        decision_id=decision_id_for(trigger["event_id"], automation_id),
+        automation_id=automation_id,
+        enabled=automation.enabled,
+        cooldown_enabled=automation.cooldown_enabled,
+        cooldown_ms=automation.cooldown_ms,
+        window=automation.window,
+        timezone=automation.zone,
+        text=text,
+        sender=automation.sender,
+    ))
 
 
 def _number_event(source: Source, kind: str, e164: str, at_ms: int,
                   **fields: Any) -> Output:
-    return Output(topics.BY_NUMBER, e164.encode(), {
-        "kind": kind, "e164": e164, "at_ms": at_ms,
-        "event_id": None, "decision_id": None, "automation_id": None,
-        "enabled": True, "cooldown_enabled": False, "cooldown_ms": 0,
-        "window": "always", "timezone": "UTC", "text": None, "sender": None,
-        "origin": None, "ref": None,
-        "source_topic": source.topic, "source_partition": source.partition,
-        "source_offset": source.offset,
-        **fields,
-    })
+    return Output(topics.BY_NUMBER, e164.encode(), NumberEvent(
+        kind=kind, e164=e164, at_ms=at_ms, source_topic=source.topic,
+        source_partition=source.partition, source_offset=source.offset, **fields))
 
 
 def _route_delivery(source: Source, catalog: Catalog) -> list[Output]:
@@ -195,7 +183,7 @@ def _route_delivery(source: Source, catalog: Catalog) -> list[Output]:
     automation = catalog.get(outcome["automation_id"])
     if automation is not None and automation.failed_sends_count:
         return []
-    return [_number_event(source, "release", outcome["e164"], outcome["at_ms"],
+    return [_number_event(source, RELEASE_EVENT, outcome["e164"], outcome["at_ms"],
                           decision_id=outcome["decision_id"],
                           automation_id=outcome["automation_id"])]
 
@@ -210,18 +198,18 @@ def _route_sent(source: Source, limits: Limits) -> list[Output]:
                 if len((sent[name] or "").encode()) > MAX_REF_BYTES]
     if too_long:
         # These land in the number's state, which keeps its strings short.
-        return [dead_letter(source, now, "invalid_record",
+        return [dead_letter(source, now, INVALID_RECORD,
                             f"{', '.join(too_long)} longer than {MAX_REF_BYTES} bytes")]
     try:
         e164 = to_e164(sent["phone"], sent["country"])
     except InvalidNumber as exc:
         return [dead_letter(source, now, INVALID_NUMBER, f"{exc.reason}: {exc}")]
     except ValueError as exc:  # the country itself is unknown
-        return [dead_letter(source, now, "invalid_record", str(exc))]
+        return [dead_letter(source, now, INVALID_RECORD, str(exc))]
     if sent["sent_at_ms"] > now + limits.max_clock_skew_ms:
         ahead = sent["sent_at_ms"] - now
-        return [dead_letter(source, now, "future_send",
+        return [dead_letter(source, now, FUTURE_SEND,
                             f"sent_at is {ahead} ms after the record reached Kafka")]
-    return [_number_event(source, "sent", e164, sent["sent_at_ms"],
+    return [_number_event(source, SENT_EVENT, e164, sent["sent_at_ms"],
                           decision_id=sent["decision_id"], origin=sent["origin"],
                           ref=sent["decision_id"] or sent["message_id"] or "")]

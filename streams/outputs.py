@@ -1,13 +1,14 @@
-"""Where the agents' records go: librdkafka's producer, flushed before Faust commits.
+"""Where the cooldown agent's records go: librdkafka's producer, flushed before Faust
+commits.
 
 Faust's own producer (aiokafka) costs tens of microseconds of Python per record and
-sends a request for every one or two records; the worker writes two or three records
-per trigger, so that was most of its time. librdkafka batches in its own thread.
+holds at most 100 records in its buffer; the agent writes a decision, a send request
+and a changelog record per trigger. librdkafka batches in its own thread.
 
-At-least-once still holds: Faust flushes its producer before it commits offsets, and
-`attach_to` makes that flush wait for these records and for the table's changelog
-writes, so an offset is never committed before the records its event produced are
-acknowledged.
+At-least-once holds because Faust flushes its producer before it commits offsets and
+before partitions are revoked, and `streams.faust_patches.flush_before_commit` makes
+that flush wait for these records first: an offset is never committed before the
+records its bundle produced are acknowledged.
 """
 
 from __future__ import annotations
@@ -23,49 +24,52 @@ class OutputError(RuntimeError):
 
 
 class KafkaOutputs:
-    def __init__(self, bootstrap: str, linger_ms: int) -> None:
+    def __init__(self, bootstrap: str, linger_ms: int, *, offsets_of: str | None = None) -> None:
         self._producer = kafka.producer(bootstrap, **{
             "linger.ms": linger_ms,
             "acks": "all",
-            "queue.buffering.max.messages": 500_000,
+            "queue.buffering.max.messages": 1_000_000,
         })
         self._failure: str | None = None
+        self._offsets_of = offsets_of
+        # Partition -> highest acknowledged offset of the topic `offsets_of`.
+        self.acknowledged: dict[int, int] = {}
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             partition: int | None = None) -> None:
+        args: dict[str, Any] = {"on_delivery": self._delivered}
+        if partition is not None:
+            args["partition"] = partition
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._delivered)
-                break
+                self._producer.produce(topic, value, key, **args)
+                return
             except BufferError:
                 # The local queue is full: let librdkafka deliver some first.
                 self._producer.poll(0.05)
-        self._producer.poll(0)
 
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None and self._failure is None:
-            self._failure = str(err)
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            if self._failure is None:
+                self._failure = str(err)
+        elif msg.topic() == self._offsets_of:
+            partition, offset = msg.partition(), msg.offset()
+            if offset > self.acknowledged.get(partition, -1):
+                self.acknowledged[partition] = offset
+
+    def poll(self) -> None:
+        """Serve delivery reports (cheap; called once per bundle)."""
+        self._producer.poll(0)
 
     async def flush(self) -> None:
-        while len(self._producer) > 0:
-            self._producer.poll(0)
-            await asyncio.sleep(0.002)
-        self._producer.poll(0)
+        """Return once every record sent so far is acknowledged; OutputError if one
+        could not be written.
+
+        Each wait blocks the event loop (for the few milliseconds the broker takes),
+        so that nothing is sent meanwhile and the flush ends; between waits the loop
+        runs, so a broker that does not answer does not freeze the worker.
+        """
+        while self._producer.flush(0.2) > 0:
+            await asyncio.sleep(0)
         if self._failure is not None:
             raise OutputError(f"a record was not written: {self._failure}")
-
-    def attach_to(self, app: Any) -> None:
-        """Make the flush before each of Faust's commits wait for these records, and
-        for every table write Faust holds in its own buffer."""
-        producer = app.producer
-        flush_faust = producer.flush
-
-        async def flush() -> None:
-            await self.flush()
-            # Faust's buffer flush returns once 100 ms pass without a send, and the
-            # commit goes ahead: a kill would then lose table writes of committed
-            # events, and with them reservations. Wait until the buffer is empty.
-            while producer.buffer.size:
-                await producer.buffer.flush()
-            await flush_faust()
-
-        producer.flush = flush

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from streams.outcomes import (
+    AUTOMATION_DISABLED,
+    OUTSIDE_WINDOW,
+    PASSED,
+    RULE_OUTCOMES,
+    SUPPRESSED_COOLDOWN,
+)
 from streams.window import SendingWindow, in_window
-
-PASSED = "passed"
-SUPPRESSED_COOLDOWN = "suppressed_cooldown"
-OUTSIDE_WINDOW = "outside_window"
-AUTOMATION_DISABLED = "automation_disabled"
-OUTCOMES: tuple[str, ...] = (PASSED, SUPPRESSED_COOLDOWN, OUTSIDE_WINDOW, AUTOMATION_DISABLED)
 
 # A replay after a crash or rebalance covers the events since the last offset commit (about a
 # second of work). It is recognised as long as the number had fewer later passes with cooldown
@@ -61,7 +62,7 @@ class Decision:
     cause: LastSend | None = None  # the earlier SMS that caused a suppression
 
     def __post_init__(self) -> None:
-        if self.outcome not in OUTCOMES:
+        if self.outcome not in RULE_OUTCOMES:
             raise ValueError(f"unknown outcome {self.outcome!r}")
 
 

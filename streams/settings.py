@@ -60,6 +60,12 @@ class Settings:
     # with waits of tens of ms it fell to tens of records/s on a backlog of a million.
     fetch_wait_ms: int = 500
     linger_ms: int = 5
+    # Ingest: how many input records it reads per batch, how long a fetch may wait at
+    # the broker (a batch is what came within it), and the largest bundle it writes
+    # (keep it under the broker's message.max.bytes).
+    ingest_batch: int = 5000
+    ingest_fetch_wait_ms: int = 20
+    bundle_max_bytes: int = 900_000
     # A trigger whose occurred_at lies further ahead of its Kafka timestamp than this
     # is rejected as dated in the future; one older than max_trigger_age as stale.
     max_clock_skew_ms: int = 5 * 60 * 1000
@@ -87,6 +93,10 @@ class Settings:
         if partitions < 1:
             raise ValueError("SMSCOOL_PARTITIONS must be at least 1")
         hash_key = env.get("SMSCOOL_LOG_HASH_KEY", "")
+        if _int(env, "SMSCOOL_INGEST_BATCH", 5000) < 1:
+            raise ValueError("SMSCOOL_INGEST_BATCH must be at least 1")
+        if _int(env, "SMSCOOL_BUNDLE_MAX_BYTES", 900_000) < 10_000:
+            raise ValueError("SMSCOOL_BUNDLE_MAX_BYTES must be at least 10000")
         return cls(
             bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip(),
             app_id=env.get("SMSCOOL_APP_ID", "sms-cooldown"),
@@ -99,6 +109,9 @@ class Settings:
             commit_interval_s=_float(env, "SMSCOOL_COMMIT_INTERVAL_S", 1.0),
             fetch_wait_ms=_int(env, "SMSCOOL_FETCH_WAIT_MS", 500),
             linger_ms=_int(env, "SMSCOOL_LINGER_MS", 5),
+            ingest_batch=_int(env, "SMSCOOL_INGEST_BATCH", 5000),
+            ingest_fetch_wait_ms=_int(env, "SMSCOOL_INGEST_FETCH_WAIT_MS", 20),
+            bundle_max_bytes=_int(env, "SMSCOOL_BUNDLE_MAX_BYTES", 900_000),
             max_clock_skew_ms=_int(env, "SMSCOOL_MAX_CLOCK_SKEW_MS", 5 * 60 * 1000),
             max_trigger_age_ms=_int(env, "SMSCOOL_MAX_TRIGGER_AGE_MS", 7 * 24 * 3600 * 1000),
             log_level=env.get("SMSCOOL_LOG_LEVEL", "INFO").upper(),

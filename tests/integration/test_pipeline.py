@@ -16,6 +16,7 @@ from rocksdict import AccessType, Options, Rdict
 
 from bench.workload import danish_numbers
 from streams import codecs, topics
+from streams.bundles import events_seen
 from streams.automations import Automation, publish_automation
 from streams.demo import Scenario, produce, scenario, wait_for
 from streams.kafka import iter_records, producer
@@ -55,7 +56,7 @@ def feed(bootstrap: str, sc: Scenario) -> None:
     produce(bootstrap, topics.SENT, sc.sends)
     # Outside sends first, and waited for: then every trigger is decided knowing them,
     # whatever the order of partitions.
-    wait_for(bootstrap, topics.BY_NUMBER, lambda rs: len(rs) >= len(sc.sends), 90)
+    wait_for(bootstrap, topics.BY_NUMBER, events_seen(len(sc.sends)), 90)
     produce(bootstrap, topics.TRIGGERS, sc.triggers)
 
 

@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 
+from streams.outcomes import RULE_OUTCOMES
 from streams.rule import (
     AUTOMATION_DISABLED,
-    OUTCOMES,
     OUTSIDE_WINDOW,
     PASSED,
     RECENT_PASSES,
@@ -360,7 +360,7 @@ def test_cooldown_needs_a_positive_interval():
 
 
 def test_decision_outcomes():
-    assert set(OUTCOMES) == {PASSED, SUPPRESSED_COOLDOWN, OUTSIDE_WINDOW, AUTOMATION_DISABLED}
+    assert set(RULE_OUTCOMES) == {PASSED, SUPPRESSED_COOLDOWN, OUTSIDE_WINDOW, AUTOMATION_DISABLED}
     with pytest.raises(ValueError, match="unknown outcome"):
         Decision("d1", "maybe", T0)
 
@@ -400,7 +400,7 @@ def test_random_histories_keep_the_invariants():
             decision, new_state = decide(decision_id, terms, state, now)
             assert decision.decision_id == decision_id
             assert decision.decided_at_ms == now
-            assert decision.outcome in OUTCOMES
+            assert decision.outcome in RULE_OUTCOMES
             assert decide(decision_id, terms, state, now) == (decision, new_state)
             if decision_id in passed:
                 assert decision.outcome == PASSED

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from streams.faust_consumer import skip_stall_check_while_seeking, until_seek
+from streams.faust_patches import skip_stall_check_while_seeking, until_seek
 
 
 class Consumer:

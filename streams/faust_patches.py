@@ -1,0 +1,288 @@
+"""Every change to Faust, and every private part of Faust the worker uses, in one place.
+
+faust-streaming is pinned (pyproject.toml) and `install` refuses any other version:
+each piece below leans on that version's internals, cites the faust-streaming issue
+it works around, and is replaced on Faust's classes by `install`, which the worker
+calls before it builds its app (never at import).
+
+Consumer: Faust builds it with a fixed fetch wait; after rebuilding a table it leaves
+a partition that has no committed offset wherever its fetcher got to; it goes on
+delivering a batch fetched before it sought the partitions back to their committed
+offsets; and its check for stalled partitions crashes the consumer when it looks at a
+partition whose seek is still under way. Recovery: on the embedded broker it would
+stop reading a changelog short of its end. Store: the cooldown agent reads and writes
+the `last_sent` table's partitions a bundle at a time, straight in the store Faust
+opened for each partition, and keeps Faust's record of how far each changelog
+partition is in that store (`StoreAccess`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import faust
+
+log = logging.getLogger(__name__)
+
+FAUST_VERSION = "0.15.3"
+
+
+def install(fetch_wait_ms: int, embedded_bootstrap: str | None) -> None:
+    """Put every patch in place; `embedded_bootstrap` when the broker is the embedded one."""
+    if faust.__version__ != FAUST_VERSION:
+        raise RuntimeError(
+            f"sms-cooldown's worker is built on faust-streaming {FAUST_VERSION} and patches "
+            f"its internals; faust-streaming {faust.__version__} is installed")
+    set_fetch_wait(fetch_wait_ms)
+    seek_uncommitted_to_beginning()
+    stop_batches_across_a_seek()
+    skip_stall_check_while_seeking()
+    if embedded_bootstrap:
+        correct_end_offsets(embedded_bootstrap)
+
+
+def set_fetch_wait(ms: int) -> None:
+    """Make Faust's stream consumer wait at most `ms` at the broker for records.
+
+    Faust builds that consumer with a fixed 1,500 ms wait; a broker that answers an
+    empty fetch only when the wait runs out then delays each hop by up to that much.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create = getattr(AIOKafkaConsumerThread, "_faust_create_worker_consumer",
+                     AIOKafkaConsumerThread._create_worker_consumer)
+
+    def create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+        consumer = create(self, transport)
+        # Read when the consumer starts its fetcher, so setting it here is enough.
+        consumer._fetch_max_wait_ms = ms
+        return consumer
+
+    AIOKafkaConsumerThread._faust_create_worker_consumer = create  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+def seek_uncommitted_to_beginning() -> None:
+    """After a rebuild, start a stream partition with no committed offset at its beginning.
+
+    While Faust rebuilds a table, the fetcher keeps fetching the group's input partitions
+    and what it fetched for them is dropped; afterwards Faust seeks every partition to
+    its committed offset, and aiokafka skips the seek when there is none. A partition
+    the group has not committed yet (a new group, or one a worker took before any
+    commit) then goes on after the dropped records, and they are never read — while
+    the offsets after them are committed.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    async def seek_to_committed(self: AIOKafkaConsumerThread) -> Mapping[Any, int]:
+        return await self.call_thread(_seek_to_committed_or_beginning, self)
+
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+
+
+async def _seek_to_committed_or_beginning(thread: Any) -> Mapping[Any, int]:
+    consumer = thread._ensure_consumer()
+    committed = await consumer.seek_to_committed()
+    # Counted for `until_seek`, which ends a batch fetched before this seek.
+    thread.consumer._seeks = getattr(thread.consumer, "_seeks", 0) + 1
+    # Faust keeps a table's changelog position itself, in the table's store.
+    changelogs = thread.consumer.app.tables.changelog_topics
+    uncommitted = [tp for tp, offset in committed.items()
+                   if not offset and tp.topic not in changelogs]
+    if uncommitted:
+        await consumer.seek_to_beginning(*uncommitted)
+    return committed
+
+
+def stop_batches_across_a_seek() -> None:
+    """Stop delivering a batch once the partitions were sought back since it was fetched.
+
+    Faust fetches a batch, then delivers it record by record. When a table rebuild or
+    a rebalance comes in between, Faust seeks the partitions back to their committed
+    offsets and then delivers the rest of the old batch all the same: it takes the
+    offsets between the committed one and the next record it delivers for a gap that
+    needs no processing, and drops the records fetched again after the seek as already
+    read. They are never processed and the group commits past them (runs of 5–30
+    input records in the chaos harness, traced to this). Here the old batch ends at
+    the seek, and the partitions are sought back again, so that whatever was fetched
+    around the seek is read again, in order.
+    """
+    from faust.transport.consumer import Consumer
+
+    getmany = getattr(Consumer, "_faust_getmany", Consumer.getmany)
+
+    def getmany_until_seek(self: Consumer, timeout: float) -> AsyncIterator[Any]:
+        return until_seek(self, getmany(self, timeout))
+
+    Consumer._faust_getmany = getmany  # type: ignore[attr-defined]
+    Consumer.getmany = getmany_until_seek  # type: ignore[method-assign]
+
+
+async def until_seek(consumer: Any, batch: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """`batch` up to the first seek after it was fetched; then seek back again."""
+    # The batch is fetched on its first step, so a seek counted before it is older.
+    seeks = getattr(consumer, "_seeks", 0)
+    async for item in batch:
+        if getattr(consumer, "_seeks", 0) != seeks:
+            try:
+                await consumer.perform_seek()
+            except Exception as exc:  # a rebalance under way seeks again itself
+                log.warning("could not seek back after a stale batch: %r", exc)
+            return
+        yield item
+
+
+def skip_stall_check_while_seeking() -> None:
+    """Leave a partition out of Faust's stall check while it has no position yet.
+
+    Every few commit intervals Faust reads each partition's position to tell a stalled
+    stream; between a seek to the beginning and the broker's answer aiokafka has no
+    position and raises on the read, and the exception stops the worker's consumer.
+    There is nothing to check on such a partition until the seek is done.
+    """
+    from aiokafka import TopicPartition
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    verify = getattr(AIOKafkaConsumerThread, "_faust_verify_event_path",
+                     AIOKafkaConsumerThread.verify_event_path)
+
+    def verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: Any) -> None:
+        subscription = self._ensure_consumer()._fetcher._subscriptions.subscription
+        assignment = subscription.assignment if subscription else None
+        state = assignment.state_value(TopicPartition(*tp)) if assignment else None
+        if state is not None and not state.has_valid_position:
+            return None
+        return verify(self, now, tp)
+
+    AIOKafkaConsumerThread._faust_verify_event_path = verify  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread.verify_event_path = verify_event_path  # type: ignore[method-assign]
+
+
+def correct_end_offsets(bootstrap: str) -> None:
+    """Make table recovery read changelogs to their real end on the embedded broker.
+
+    That broker answers ListOffsets with the base offset of a partition's last record
+    batch + 1, not with its end, while fetch responses carry the right high watermark.
+    Faust reads a changelog up to the ListOffsets answer when it recovers a table, so it
+    would skip the tail of the last batch.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    listed = getattr(AIOKafkaConsumerThread, "_faust_highwaters",
+                     AIOKafkaConsumerThread._highwaters)
+
+    async def highwaters(self: AIOKafkaConsumerThread, partitions: list) -> dict:
+        return await fetched_end_offsets(bootstrap, dict(await listed(self, partitions)))
+
+    AIOKafkaConsumerThread._faust_highwaters = listed  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._highwaters = highwaters  # type: ignore[method-assign]
+
+
+async def fetched_end_offsets(bootstrap: str, ends: dict) -> dict:
+    """`ends` corrected by the high watermark of one fetch from each last batch."""
+    from aiokafka import AIOKafkaConsumer
+
+    nonempty = [tp for tp, end in ends.items() if end]
+    if not nonempty:
+        return ends
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False)
+    await probe.start()
+    try:
+        probe.assign(nonempty)
+        for tp in nonempty:
+            probe.seek(tp, ends[tp] - 1)
+        pending = set(nonempty)
+        deadline = time.monotonic() + 10
+        while pending and time.monotonic() < deadline:
+            fetched = await probe.getmany(timeout_ms=500)
+            pending -= set(fetched)
+        return {tp: max(end or 0, probe.highwater(tp) or 0) if tp in nonempty else end
+                for tp, end in ends.items()}
+    finally:
+        await probe.stop()
+
+
+def flush_before_commit(app: faust.App, flush_outputs: Any) -> None:
+    """Make the flush Faust runs before each commit, and before partitions are revoked,
+    first await `flush_outputs()`, then wait until Faust's own buffer is empty.
+
+    Faust's buffer flush returns once 100 ms pass without a send, and the commit goes
+    ahead: a kill would then lose records of committed events.
+    """
+    producer = app.producer
+    flush_faust = producer.flush
+
+    async def flush() -> None:
+        await flush_outputs()
+        while producer.buffer.size:
+            await producer.buffer.flush()
+        await flush_faust()
+
+    producer.flush = flush  # type: ignore[method-assign]
+
+
+class StoreAccess:
+    """The `last_sent` table's store, a partition at a time, past Faust's per-key API.
+
+    Faust's table writes one key per call, each to the changelog partition of the
+    event being processed (~27 µs a key). The cooldown agent instead reads a bundle's
+    numbers with one multi-get and writes them with one write batch, into the store
+    Faust opened for the bundle's partition, and produces the changelog records itself
+    with the same bytes: with raw keys and values a changelog record is exactly the
+    store's key and value, and recovery writes it into the store of its partition.
+
+    Only partitions whose store Faust has open are read or written: a revoked
+    partition's store is never opened again from here.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._store = table.data
+        # Faust's RocksDB store keeps one DB per partition in `_dbs`; the memory store
+        # keeps one dict for all.
+        self._rocksdb = hasattr(self._store, "_dbs")
+
+    def open(self, partition: int) -> bool:
+        """Whether the partition's store is open. Faust opens it when the partition is
+        assigned, or at the first table access of an event of that partition; this
+        opens it only if the partition is assigned to this worker now."""
+        if not self._rocksdb or partition in self._store._dbs:
+            return True
+        changelog = self._table.changelog_topic.get_topic_name()
+        assigned = {tp for tp in self._table.app.assignor.assigned_actives()
+                    if tp.topic == changelog}
+        if not any(tp.partition == partition for tp in assigned):
+            return False
+        self._store._db_for_partition(partition)
+        return True
+
+    def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
+        if not self._rocksdb:
+            data = self._store.data
+            return [data.get(key) for key in keys]
+        return list(self._store._dbs[partition][keys])
+
+    def write(self, partition: int, items: Iterable[tuple[bytes, bytes]],
+              changelog_offset: int | None) -> bool:
+        """Write `items` and, in the same batch, the changelog offset they reach.
+        False when the partition's store is no longer open (revoked)."""
+        if not self._rocksdb:
+            self._store.data.update(items)
+            return True
+        db = self._store._dbs.get(partition)
+        if db is None:
+            return False
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for key, value in items:
+            batch.put(key, value)
+        if changelog_offset is not None:
+            # Where recovery starts reading this partition's changelog next time.
+            batch.put(self._store.offset_key, str(changelog_offset).encode())
+        db.write(batch)
+        return True

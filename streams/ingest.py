@@ -1,0 +1,201 @@
+"""Ingest: the stateless hop, as a batched confluent-kafka loop outside Faust's stream.
+
+It reads sms.triggers, sms.sent and sms.delivery in its own consumer group
+(`<app id>-ingest`), so several workers share the inputs. Per batch (up to
+`ingest_batch` records, or what came within the fetch wait) it decodes every record
+and normalizes its number (`streams.normalize.route`), writes the decisions that need
+no state and the dead letters, and writes the number events as bundles, one per
+partition of the bundle topic (`streams.bundles`). It commits the batch's offsets
+only once everything it wrote for the batch is acknowledged, so a crash replays the
+batch and loses nothing (the cooldown agent's decisions are idempotent).
+
+Run by the worker as a child process (`python -m streams.ingest`), which stops when
+the worker does.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from streams import codecs, kafka, topics
+from streams.automations import Catalog, CatalogFollower
+from streams.bundles import EventTooLarge, by_partition, encode_bundles
+from streams.normalize import Limits, dead_letter, route
+from streams.outcomes import INVALID_RECORD
+from streams.records import NumberEvent, Source
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INPUTS = (topics.TRIGGERS, topics.SENT, topics.DELIVERY)
+_CODECS = {topics.DECISIONS: codecs.DECISION, topics.DEADLETTER: codecs.DEAD_LETTER}
+PROGRESS_EVERY_S = 30.0
+
+
+def group_id(app_id: str) -> str:
+    return f"{app_id}-ingest"
+
+
+class Ingest:
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.limits = Limits(settings.max_clock_skew_ms, settings.max_trigger_age_ms)
+        self.producer = kafka.producer(settings.bootstrap_servers, **{
+            "linger.ms": settings.linger_ms,
+            "acks": "all",
+            "queue.buffering.max.messages": 1_000_000,
+            "message.max.bytes": settings.bundle_max_bytes + 100_000,
+        })
+        self._failure: str | None = None
+        self.records_read = 0
+        self.bundles_written = 0
+
+    def batch(self, messages: list[Any]) -> list[TopicPartition]:
+        """Write what the batch's records give; returns the offsets to commit once
+        the writes are acknowledged."""
+        events: list[NumberEvent] = []
+        next_offsets: dict[tuple[str, int], int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(error)
+            source = Source(message.topic(), message.partition(), message.offset(),
+                            message.timestamp()[1], message.key(), message.value())
+            for output in route(source, self.catalog, self.limits):
+                if output.topic == topics.BY_NUMBER:
+                    events.append(output.record)  # type: ignore[arg-type]
+                    continue
+                if output.topic == topics.DEADLETTER:
+                    log.warning("dead letter from %s[%d]@%d: %s", source.topic,
+                                source.partition, source.offset,
+                                output.record.reason)  # type: ignore[union-attr]
+                self.send(output.topic, output.key, _CODECS[output.topic].encode(output.value))
+            next_offsets[(source.topic, source.partition)] = source.offset + 1
+        for partition, group in by_partition(events, self.settings.partitions).items():
+            self._write_bundles(partition, group)
+        self.records_read += len(messages)
+        return [TopicPartition(topic, partition, offset)
+                for (topic, partition), offset in next_offsets.items()]
+
+    def _write_bundles(self, partition: int, events: list[NumberEvent]) -> None:
+        try:
+            bundles = list(encode_bundles(events, self.settings.bundle_max_bytes))
+        except EventTooLarge:
+            # Only an automation with absurdly long fields makes one: dead-letter it
+            # alone, and bundle the rest.
+            bundles = []
+            for event in events:
+                try:
+                    bundles += encode_bundles([event], self.settings.bundle_max_bytes)
+                except EventTooLarge as exc:
+                    self._too_large(event, str(exc))
+        for bundle in bundles:
+            self.send(topics.BY_NUMBER, None, bundle, partition)
+            self.bundles_written += 1
+
+    def _too_large(self, event: NumberEvent, detail: str) -> None:
+        source = Source(event.source_topic, event.source_partition, event.source_offset,
+                        event.at_ms, None, None)
+        log.warning("dead letter from %s[%d]@%d: %s", source.topic, source.partition,
+                    source.offset, detail)
+        output = dead_letter(source, event.at_ms, INVALID_RECORD, detail)
+        self.send(output.topic, output.key, codecs.DEAD_LETTER.encode(output.value))
+
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             partition: int | None = None) -> None:
+        args: dict[str, Any] = {"on_delivery": self._delivered}
+        if partition is not None:
+            args["partition"] = partition
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **args)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None and self._failure is None:
+            self._failure = str(err)
+
+    def flush(self) -> None:
+        """Wait until everything written is acknowledged; raise if something was not."""
+        while self.producer.flush(1.0) > 0:
+            log.info("ingest: waiting for the broker to acknowledge %d records",
+                     len(self.producer))
+        if self._failure is not None:
+            raise KafkaException(f"a record was not written: {self._failure}")
+
+
+def consumer(settings: Settings) -> Consumer:
+    return Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": group_id(settings.app_id),
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": int(settings.session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
+        # Also the group's rebalance timeout: a join waits this long for members.
+        "max.poll.interval.ms": max(10_000, int(settings.rebalance_timeout_s * 1000)),
+        "fetch.wait.max.ms": settings.ingest_fetch_wait_ms,
+    })
+
+
+def run(settings: Settings) -> int:
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    catalog = Catalog()
+    follower = CatalogFollower(catalog, settings.bootstrap_servers)
+    # Deciding against a half-read catalog would call known automations unknown.
+    follower.load()
+    ingest = Ingest(settings, catalog)
+    source = consumer(settings)
+    source.subscribe(list(INPUTS))
+    wait_s = settings.ingest_fetch_wait_ms / 1000
+    last_report = time.monotonic()
+    reported = 0
+    try:
+        while not stopping:
+            messages = source.consume(settings.ingest_batch, timeout=wait_s)
+            follower.poll()
+            if messages:
+                offsets = ingest.batch(messages)
+                ingest.flush()
+                if offsets:
+                    source.commit(offsets=offsets, asynchronous=True)
+            if time.monotonic() - last_report >= PROGRESS_EVERY_S \
+                    and ingest.records_read != reported:
+                log.info("ingest: %d records read, %d bundles written so far",
+                         ingest.records_read, ingest.bundles_written)
+                last_report, reported = time.monotonic(), ingest.records_read
+    finally:
+        ingest.flush()
+        source.close()
+        follower.close()
+    return 0
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s ingest %(name)s %(message)s")
+    logging.getLogger("streams.ingest").setLevel(settings.log_level)
+    return run(settings.with_bootstrap(settings.require_bootstrap()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Outcome names of decision records and reasons of dead letters, in one place.
+
+A decision record's `outcome` says what became of one trigger for one automation; a
+dead letter's `reason` says why a record could not be read at all. Both are part of
+the topics' contract with their readers: never rename one.
+"""
+
+from __future__ import annotations
+
+# Decided against the number's state, by the cooldown agent.
+PASSED = "passed"
+SUPPRESSED_COOLDOWN = "suppressed_cooldown"
+OUTSIDE_WINDOW = "outside_window"
+AUTOMATION_DISABLED = "automation_disabled"
+RULE_OUTCOMES: tuple[str, ...] = (PASSED, SUPPRESSED_COOLDOWN, OUTSIDE_WINDOW,
+                                  AUTOMATION_DISABLED)
+
+# Decided at ingest, before any state is read.
+INVALID_NUMBER = "invalid_number"
+UNKNOWN_AUTOMATION = "unknown_automation"
+NO_MATCHING_AUTOMATION = "no_matching_automation"
+MISSING_ATTRIBUTE = "missing_attribute"
+MESSAGE_TOO_LONG = "message_too_long"
+FUTURE_TRIGGER = "future_trigger"
+STALE_TRIGGER = "stale_trigger"
+INGEST_OUTCOMES: tuple[str, ...] = (INVALID_NUMBER, UNKNOWN_AUTOMATION,
+                                    NO_MATCHING_AUTOMATION, MISSING_ATTRIBUTE,
+                                    MESSAGE_TOO_LONG, FUTURE_TRIGGER, STALE_TRIGGER)
+
+OUTCOMES: tuple[str, ...] = RULE_OUTCOMES + INGEST_OUTCOMES
+
+# Dead-letter reasons. The codecs' own (`undecodable`, `invalid_record`, `tombstone`,
+# `unencodable`) come with their CodecError; `invalid_number` is shared with outcomes.
+UNDECODABLE = "undecodable"
+INVALID_RECORD = "invalid_record"
+TOMBSTONE = "tombstone"
+UNENCODABLE = "unencodable"
+FUTURE_SEND = "future_send"
+GATEWAY_REJECTED = "gateway_rejected"
+GATEWAY_GAVE_UP = "gateway_gave_up"

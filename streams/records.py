@@ -1,0 +1,130 @@
+"""The records the pipeline writes and reads, as frozen dataclasses.
+
+One class per Avro schema in `schemas/`, with `to_dict` (what the codec encodes) and
+`from_dict` (what it decoded). Code that builds or reads a record uses these, so a
+field is named in one place and a typo fails at once instead of on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, TypeVar
+
+R = TypeVar("R", bound="_Record")
+
+TRIGGER_EVENT = "trigger"
+SENT_EVENT = "sent"
+RELEASE_EVENT = "release"
+
+
+class _Record:
+    _field_names: ClassVar[tuple[str, ...]]
+
+    # Both run once per record on the hot path: no `asdict` (it deep-copies).
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._fields()}
+
+    @classmethod
+    def from_dict(cls: type[R], record: dict[str, Any]) -> R:
+        try:
+            return cls(**record)
+        except TypeError:
+            # Only the schema's fields: a reader with a newer schema may see more.
+            return cls(**{name: record[name] for name in cls._fields() if name in record})
+
+    @classmethod
+    def _fields(cls) -> tuple[str, ...]:
+        names = cls.__dict__.get("_field_names")
+        if names is None:
+            names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+            cls._field_names = names
+        return names
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a record came from; `timestamp_ms` is its Kafka timestamp."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class NumberEvent(_Record):
+    """One event about one E.164 number, as ingest hands it to the cooldown agent: a
+    trigger for one automation (with the automation's terms and the rendered text), a
+    send from any origin, or the release of a reservation whose SMS was refused."""
+
+    kind: str  # TRIGGER_EVENT, SENT_EVENT or RELEASE_EVENT
+    e164: str
+    at_ms: int  # trigger: when it reached Kafka (the decision clock); sent: when it went out
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    event_id: str | None = None
+    decision_id: str | None = None
+    automation_id: str | None = None
+    enabled: bool = True
+    cooldown_enabled: bool = False
+    cooldown_ms: int = 0
+    window: str = "always"
+    timezone: str = "UTC"
+    text: str | None = None
+    sender: str | None = None
+    origin: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord(_Record):
+    """What became of one trigger for one automation (topic sms.decisions)."""
+
+    decision_id: str
+    event_id: str
+    automation_id: str | None
+    e164: str | None
+    outcome: str
+    detail: str
+    decided_at_ms: int
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    cause_at_ms: int | None = None
+    cause_origin: str | None = None
+    cause_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest(_Record):
+    """An SMS that passed the cooldown (topic sms.outbox)."""
+
+    decision_id: str
+    event_id: str
+    automation_id: str
+    e164: str
+    text: str
+    sender: str
+    decided_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter(_Record):
+    """A record that could not be processed, with the reason (topic sms.deadletter)."""
+
+    reason: str
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: bytes | None
+    value: bytes | None
+    failed_at_ms: int
+
+    @classmethod
+    def of(cls, source: Source, reason: str, detail: str, now_ms: int) -> DeadLetter:
+        return cls(reason, detail, source.topic, source.partition, source.offset,
+                   source.key, source.value, now_ms)

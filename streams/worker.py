@@ -1,0 +1,116 @@
+"""`smscool worker`: the Faust worker with the cooldown agent, and its ingest child.
+
+The worker starts ingest (`python -m streams.ingest`) as a child process and keeps
+it running: restarted when it exits on its own, stopped when the worker stops, and
+killed by the kernel if the worker itself is killed. One command for an operator;
+several workers share the load through two consumer groups (`<app id>` for the
+bundles, `<app id>-ingest` for the inputs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import signal
+import sys
+
+import faust
+
+from streams import faust_patches, topics
+from streams.agents import build_pipeline
+from streams.app import build_app
+from streams.broker import is_embedded
+from streams.kafka import PartitionMismatch, ensure_topics
+from streams.outputs import KafkaOutputs
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY_S = (1.0, 2.0, 5.0, 10.0)
+STOP_TIMEOUT_S = 15.0
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: a SIGKILLed worker must not leave its
+    # ingest running (Linux's PR_SET_PDEATHSIG; elsewhere the child outlives a kill).
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+class IngestSupervisor:
+    """Keeps the ingest child running until `stop`."""
+
+    def __init__(self) -> None:
+        self._child: asyncio.subprocess.Process | None = None
+        self._stopping = False
+
+    async def run(self) -> None:
+        restarts = 0
+        try:
+            while not self._stopping:
+                self._child = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "streams.ingest", preexec_fn=_die_with_parent)
+                log.info("ingest started (pid %d)", self._child.pid)
+                code = await self._child.wait()
+                if self._stopping:
+                    return
+                delay = RESTART_DELAY_S[min(restarts, len(RESTART_DELAY_S) - 1)]
+                log.error("ingest exited with %s; restarting it in %.0f s", code, delay)
+                restarts += 1
+                await asyncio.sleep(delay)
+        finally:
+            self._stopping = True
+            await self._stop_child()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._child is not None and self._child.returncode is None:
+            self._child.send_signal(signal.SIGTERM)
+
+    async def _stop_child(self) -> None:
+        child = self._child
+        if child is None or child.returncode is not None:
+            return
+        child.send_signal(signal.SIGTERM)
+        try:
+            # Ingest finishes its batch, waits for its acknowledgements and commits.
+            await asyncio.wait_for(asyncio.shield(child.wait()), STOP_TIMEOUT_S)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+
+
+def run(settings: Settings) -> int:
+    bootstrap = settings.require_bootstrap()
+    try:
+        ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
+    except PartitionMismatch as exc:
+        print(f"smscool worker: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    faust_patches.install(settings.fetch_wait_ms,
+                          bootstrap if is_embedded(bootstrap) else None)
+    app = build_app(settings)
+    outputs = KafkaOutputs(bootstrap, settings.linger_ms,
+                           offsets_of=topics.changelog_topic(settings.app_id))
+    pipeline = build_pipeline(app, settings, outputs=outputs)
+
+    async def flush_outputs() -> None:
+        await outputs.flush()
+        # Every changelog record is acknowledged now: the states may go to the stores.
+        pipeline.states.persist()
+
+    faust_patches.flush_before_commit(app, flush_outputs)
+    supervisor = IngestSupervisor()
+
+    @app.task
+    async def ingest() -> None:
+        await supervisor.run()
+
+    @app.on_before_shutdown.connect
+    async def stop_ingest(_app: faust.App, **_: object) -> None:
+        supervisor.stop()
+
+    worker = faust.Worker(app, loglevel=settings.log_level)
+    worker.execute_from_commandline()
+    return 0
