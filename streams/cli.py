@@ -132,7 +132,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from streams.kafka import iter_records
 
     settings = _settings()
-    codec = codecs.CODECS.get(args.schema) if args.schema else _codec_for(args.topic)
+    codec = codecs.CODECS.get(args.schema) if args.schema else topics.CODECS.get(args.topic)
     shown = 0
     for record in iter_records(settings.require_bootstrap(), args.topic, idle_s=args.idle,
                                timeout_s=3600 * 24, follow=args.follow):
@@ -148,16 +148,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
         if args.limit and shown >= args.limit:
             break
     return 0
-
-
-def _codec_for(topic: str) -> codecs.AvroCodec | None:
-    return {
-        topics.AUTOMATIONS: codecs.AUTOMATION, topics.TRIGGERS: codecs.TRIGGER,
-        topics.SENT: codecs.SENT, topics.BY_NUMBER: codecs.NUMBER_EVENT,
-        topics.OUTBOX: codecs.SEND_REQUEST, topics.DECISIONS: codecs.DECISION,
-        topics.DELIVERY: codecs.DELIVERY_OUTCOME,
-        topics.DEADLETTER: codecs.DEAD_LETTER,
-    }.get(topic)
 
 
 def _json_bytes(value: Any) -> Any:

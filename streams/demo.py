@@ -25,8 +25,8 @@ from pathlib import Path
 from phonenumbers import is_valid_number, parse
 
 from streams import codecs, topics
-from streams.bundles import events_seen
 from streams.automations import Automation, publish_automation
+from streams.bundles import events_seen
 from streams.kafka import Record, ensure_topics, iter_records, producer
 from streams.processes import ConnectorProcess, FakeGatewayProcess, WorkerProcess
 from streams.settings import Settings

@@ -23,18 +23,18 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from streams import codecs, kafka, topics
+from streams import codecs, topics
 from streams.automations import Catalog, CatalogFollower
 from streams.bundles import EventTooLarge, by_partition, encode_bundles
 from streams.normalize import Limits, dead_letter, route
 from streams.outcomes import INVALID_RECORD
+from streams.outputs import KafkaOutputs
 from streams.records import NumberEvent, Source
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 INPUTS = (topics.TRIGGERS, topics.SENT, topics.DELIVERY)
-_CODECS = {topics.DECISIONS: codecs.DECISION, topics.DEADLETTER: codecs.DEAD_LETTER}
 PROGRESS_EVERY_S = 30.0
 
 
@@ -43,17 +43,13 @@ def group_id(app_id: str) -> str:
 
 
 class Ingest:
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+    """The batch step; `outputs` is anything with send(topic, key, value, partition)."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, outputs: Any) -> None:
         self.settings = settings
         self.catalog = catalog
         self.limits = Limits(settings.max_clock_skew_ms, settings.max_trigger_age_ms)
-        self.producer = kafka.producer(settings.bootstrap_servers, **{
-            "linger.ms": settings.linger_ms,
-            "acks": "all",
-            "queue.buffering.max.messages": 1_000_000,
-            "message.max.bytes": settings.bundle_max_bytes + 100_000,
-        })
-        self._failure: str | None = None
+        self.send = outputs.send
         self.records_read = 0
         self.bundles_written = 0
 
@@ -78,7 +74,8 @@ class Ingest:
                     log.warning("dead letter from %s[%d]@%d: %s", source.topic,
                                 source.partition, source.offset,
                                 output.record.reason)  # type: ignore[union-attr]
-                self.send(output.topic, output.key, _CODECS[output.topic].encode(output.value))
+                codec = topics.CODECS[output.topic]
+                self.send(output.topic, output.key, codec.encode(output.value))
             next_offsets[(source.topic, source.partition)] = source.offset + 1
         for partition, group in by_partition(events, self.settings.partitions).items():
             self._write_bundles(partition, group)
@@ -110,31 +107,6 @@ class Ingest:
         output = dead_letter(source, event.at_ms, INVALID_RECORD, detail)
         self.send(output.topic, output.key, codecs.DEAD_LETTER.encode(output.value))
 
-    def send(self, topic: str, key: bytes | None, value: bytes,
-             partition: int | None = None) -> None:
-        args: dict[str, Any] = {"on_delivery": self._delivered}
-        if partition is not None:
-            args["partition"] = partition
-        while True:
-            try:
-                self.producer.produce(topic, value, key, **args)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None and self._failure is None:
-            self._failure = str(err)
-
-    def flush(self) -> None:
-        """Wait until everything written is acknowledged; raise if something was not."""
-        while self.producer.flush(1.0) > 0:
-            log.info("ingest: waiting for the broker to acknowledge %d records",
-                     len(self.producer))
-        if self._failure is not None:
-            raise KafkaException(f"a record was not written: {self._failure}")
-
-
 def consumer(settings: Settings) -> Consumer:
     return Consumer({
         "bootstrap.servers": settings.bootstrap_servers,
@@ -162,7 +134,9 @@ def run(settings: Settings) -> int:
     follower = CatalogFollower(catalog, settings.bootstrap_servers)
     # Deciding against a half-read catalog would call known automations unknown.
     follower.load()
-    ingest = Ingest(settings, catalog)
+    outputs = KafkaOutputs(settings.bootstrap_servers, settings.linger_ms, **{
+        "message.max.bytes": settings.bundle_max_bytes + 100_000})
+    ingest = Ingest(settings, catalog, outputs)
     source = consumer(settings)
     source.subscribe(list(INPUTS))
     wait_s = settings.ingest_fetch_wait_ms / 1000
@@ -174,7 +148,7 @@ def run(settings: Settings) -> int:
             follower.poll()
             if messages:
                 offsets = ingest.batch(messages)
-                ingest.flush()
+                outputs.wait()
                 if offsets:
                     source.commit(offsets=offsets, asynchronous=True)
             if time.monotonic() - last_report >= PROGRESS_EVERY_S \
@@ -183,7 +157,7 @@ def run(settings: Settings) -> int:
                          ingest.records_read, ingest.bundles_written)
                 last_report, reported = time.monotonic(), ingest.records_read
     finally:
-        ingest.flush()
+        outputs.wait()
         source.close()
         follower.close()
     return 0

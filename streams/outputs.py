@@ -14,9 +14,12 @@ records its bundle produced are acknowledged.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from streams import kafka
+
+log = logging.getLogger(__name__)
 
 
 class OutputError(RuntimeError):
@@ -24,11 +27,15 @@ class OutputError(RuntimeError):
 
 
 class KafkaOutputs:
-    def __init__(self, bootstrap: str, linger_ms: int, *, offsets_of: str | None = None) -> None:
+    """One librdkafka producer; `acknowledged` follows the topic `offsets_of`."""
+
+    def __init__(self, bootstrap: str, linger_ms: int, *, offsets_of: str | None = None,
+                 **config: object) -> None:
         self._producer = kafka.producer(bootstrap, **{
             "linger.ms": linger_ms,
             "acks": "all",
             "queue.buffering.max.messages": 1_000_000,
+            **config,
         })
         self._failure: str | None = None
         self._offsets_of = offsets_of
@@ -57,9 +64,16 @@ class KafkaOutputs:
             if offset > self.acknowledged.get(partition, -1):
                 self.acknowledged[partition] = offset
 
-    def poll(self) -> None:
-        """Serve delivery reports (cheap; called once per bundle)."""
-        self._producer.poll(0)
+    def wait(self, log_every_s: float = 1.0) -> None:
+        """Block until every record sent so far is acknowledged; OutputError if one
+        could not be written."""
+        while self._producer.flush(log_every_s) > 0:
+            log.info("waiting for the broker to acknowledge %d records", len(self._producer))
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise OutputError(f"a record was not written: {self._failure}")
 
     async def flush(self) -> None:
         """Return once every record sent so far is acknowledged; OutputError if one
@@ -71,5 +85,4 @@ class KafkaOutputs:
         """
         while self._producer.flush(0.2) > 0:
             await asyncio.sleep(0)
-        if self._failure is not None:
-            raise OutputError(f"a record was not written: {self._failure}")
+        self._raise_failure()

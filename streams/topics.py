@@ -5,7 +5,7 @@
 | sms.automations | automation id | sms_cooldown.Automation | 1, compacted |
 | sms.triggers | anything | sms_cooldown.Trigger (Avro or JSON) | any |
 | sms.sent | anything | sms_cooldown.Sent (Avro or JSON) | any |
-| sms-cooldown-by-number (internal) | E.164 | sms_cooldown.NumberEvent | settings.partitions |
+| sms-cooldown-by-number (internal) | none | sms_cooldown.NumberEventBundle | settings.partitions |
 | sms.outbox | E.164 | sms_cooldown.SendRequest | settings.partitions |
 | sms.decisions | E.164 or event id | sms_cooldown.Decision | settings.partitions |
 | sms.delivery | E.164 | sms_cooldown.DeliveryOutcome | settings.partitions |
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streams import codecs
+
 AUTOMATIONS = "sms.automations"
 TRIGGERS = "sms.triggers"
 SENT = "sms.sent"
@@ -30,6 +32,19 @@ DELIVERY = "sms.delivery"
 DEADLETTER = "sms.deadletter"
 
 LAST_SENT_TABLE = "last_sent"
+
+# What every topic the project knows carries: the one map the pipeline, the command
+# line and the tests use.
+CODECS: dict[str, codecs.AvroCodec] = {
+    AUTOMATIONS: codecs.AUTOMATION,
+    TRIGGERS: codecs.TRIGGER,
+    SENT: codecs.SENT,
+    BY_NUMBER: codecs.NUMBER_EVENT_BUNDLE,
+    OUTBOX: codecs.SEND_REQUEST,
+    DECISIONS: codecs.DECISION,
+    DELIVERY: codecs.DELIVERY_OUTCOME,
+    DEADLETTER: codecs.DEAD_LETTER,
+}
 
 
 def changelog_topic(app_id: str) -> str:

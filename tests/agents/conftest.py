@@ -1,6 +1,6 @@
-"""In-process agent fixtures, after Faust's testing guide: a fresh app per test bound to the
-test's event loop, the memory store, flow control resumed, and one recorder per outbound
-topic in place of the worker's Kafka outputs. No broker."""
+"""In-process fixtures, after Faust's testing guide: a fresh app per test bound to the
+test's event loop, the memory store, flow control resumed, and a recorder per
+outbound topic in place of the worker's librdkafka producer. No broker."""
 
 import asyncio
 import uuid
@@ -11,23 +11,69 @@ from streams import codecs, topics
 from streams.agents import Pipeline, build_pipeline
 from streams.app import build_app
 from streams.automations import Catalog
-from streams.settings import Settings
-
+from streams.ingest import Ingest
+from streams.settings import DEFAULT_PARTITIONS, Settings
 
 class Recorder:
-    """Keeps (key, decoded value) of every record the agents write to one topic."""
+    """Keeps (key, decoded value) of every record written to one topic."""
 
-    def __init__(self, codec: codecs.AvroCodec) -> None:
+    def __init__(self, codec: codecs.AvroCodec | None) -> None:
         self.codec = codec
-        self.raw: list[tuple[bytes, bytes]] = []
+        self.raw: list[tuple[bytes | None, bytes]] = []
+        self.partitions: list[int | None] = []
 
     @property
-    def records(self) -> list[tuple[bytes, dict]]:
+    def records(self) -> list[tuple[bytes | None, dict]]:
+        assert self.codec is not None
         return [(key, self.codec.decode(value)) for key, value in self.raw]
 
     @property
     def values(self) -> list[dict]:
         return [value for _, value in self.records]
+
+
+class RecordingOutputs:
+    """Stands in for KafkaOutputs: one Recorder per topic, every record acknowledged
+    at once."""
+
+    def __init__(self, changelog_topic: str) -> None:
+        self.by_topic = {topic: Recorder(codec) for topic, codec in topics.CODECS.items()}
+        self.by_topic[changelog_topic] = Recorder(None)
+        self.acknowledged: dict[int, int] = {}
+
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             partition: int | None = None) -> None:
+        recorder = self.by_topic[topic]
+        recorder.raw.append((key, value))
+        recorder.partitions.append(partition)
+
+
+class Message:
+    """What confluent-kafka's consumer hands ingest."""
+
+    def __init__(self, topic, partition, offset, timestamp_ms, key, value):
+        self._fields = (topic, partition, offset, timestamp_ms, key, value)
+
+    def error(self):
+        return None
+
+    def topic(self):
+        return self._fields[0]
+
+    def partition(self):
+        return self._fields[1]
+
+    def offset(self):
+        return self._fields[2]
+
+    def timestamp(self):
+        return (1, self._fields[3])
+
+    def key(self):
+        return self._fields[4]
+
+    def value(self):
+        return self._fields[5]
 
 
 @pytest.fixture
@@ -46,32 +92,25 @@ def run(loop):
 
 
 @pytest.fixture
-def catalog():
-    return Catalog()
-
-
-class RecordingOutputs:
-    """Stands in for the worker's KafkaOutputs: one Recorder per topic."""
-
-    def __init__(self) -> None:
-        self.by_topic = {
-            topics.BY_NUMBER: Recorder(codecs.NUMBER_EVENT),
-            topics.DECISIONS: Recorder(codecs.DECISION),
-            topics.OUTBOX: Recorder(codecs.SEND_REQUEST),
-            topics.DEADLETTER: Recorder(codecs.DEAD_LETTER),
-        }
-
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
-        self.by_topic[topic].raw.append((key, value))
+def settings():
+    return Settings(app_id=f"test-{uuid.uuid4().hex[:12]}", store="memory",
+                    partitions=DEFAULT_PARTITIONS, log_hash_key=b"test")
 
 
 @pytest.fixture
-def pipeline(loop, catalog):
-    settings = Settings(app_id=f"test-{uuid.uuid4().hex[:12]}", store="memory", partitions=1,
-                        log_hash_key=b"test")
+def changelog(settings) -> str:
+    return topics.changelog_topic(settings.app_id)
+
+
+@pytest.fixture
+def outputs(changelog) -> RecordingOutputs:
+    return RecordingOutputs(changelog)
+
+
+@pytest.fixture
+def pipeline(loop, settings, outputs):
     app = build_app(settings)
-    pipeline = build_pipeline(app, settings, outputs=RecordingOutputs(), catalog=catalog,
-                              follow_automations=False)
+    pipeline = build_pipeline(app, settings, outputs=outputs)
     app.finalize()
     app.flow_control.resume()
     yield pipeline
@@ -83,58 +122,67 @@ def pipeline(loop, catalog):
 
 
 @pytest.fixture
-def by_number(pipeline) -> Recorder:
-    return pipeline.outputs.by_topic[topics.BY_NUMBER]
+def catalog():
+    return Catalog()
 
 
 @pytest.fixture
-def decisions(pipeline) -> Recorder:
-    return pipeline.outputs.by_topic[topics.DECISIONS]
+def ingest(settings, catalog, outputs):
+    return Ingest(settings, catalog, outputs)
 
 
 @pytest.fixture
-def outbox(pipeline) -> Recorder:
-    return pipeline.outputs.by_topic[topics.OUTBOX]
+def message():
+    return Message
+
+
+def recorder(name):
+    @pytest.fixture
+    def fixture(outputs) -> Recorder:
+        return outputs.by_topic[name]
+
+    return fixture
+
+
+bundles = recorder(topics.BY_NUMBER)
+decisions = recorder(topics.DECISIONS)
+outbox = recorder(topics.OUTBOX)
+deadletter = recorder(topics.DEADLETTER)
 
 
 @pytest.fixture
-def deadletter(pipeline) -> Recorder:
-    return pipeline.outputs.by_topic[topics.DEADLETTER]
+def changelog_records(outputs, changelog) -> Recorder:
+    return outputs.by_topic[changelog]
 
 
-def _agent(pipeline: Pipeline, part: str):
-    (agent,) = [a for name, a in pipeline.app.agents.items() if part in name]
+@pytest.fixture
+def cooldown_agent(pipeline: Pipeline):
+    (agent,) = [a for name, a in pipeline.app.agents.items() if "cooldown" in name]
     return agent
 
 
 @pytest.fixture
-def cooldown_agent(pipeline):
-    return _agent(pipeline, "cooldown")
+def store(pipeline: Pipeline) -> dict:
+    """The `last_sent` table's memory store: key -> state bytes."""
+    return pipeline.last_sent.data.data
 
 
 @pytest.fixture
-def normalize_agent(pipeline):
-    return _agent(pipeline, "normalize")
+def feed(pipeline, run, store):
+    """Put records (key, value, partition) one by one into the cooldown agent's test
+    context, each with the Kafka timestamp `timestamp_ms`; after each, let the states
+    go to the store as the flush before a commit does, and note the store's bytes of
+    `watch` (a key)."""
 
-
-@pytest.fixture
-def feed(pipeline, run):
-    """Put (key, value) records one by one into an agent's test context, each with the Kafka
-    timestamp `timestamp_ms`, and return the `last_sent` bytes of each record's key after it.
-
-    `topic` names the source topic of the messages: the wrapper names them after the agent's
-    channel, and the normalize agent reads two topics, which Faust leaves as "<internal>".
-    """
-
-    def feed(agent, records, *, timestamp_ms, topic=None):
+    def feed(agent, records, *, timestamp_ms, watch=None):
         async def put_all():
             states = []
             async with agent.test_context() as test_agent:
-                if topic is not None:
-                    test_agent.original_channel = topic
-                for key, value in records:
-                    await test_agent.put(key=key, value=value, timestamp=timestamp_ms / 1000)
-                    states.append(pipeline.last_sent.get(key))
+                for key, value, partition in records:
+                    await test_agent.put(key=key, value=value, partition=partition,
+                                         timestamp=timestamp_ms / 1000)
+                    pipeline.states.persist()
+                    states.append(store.get(watch))
             return states
 
         return run(put_all())

@@ -16,8 +16,8 @@ from rocksdict import AccessType, Options, Rdict
 
 from bench.workload import danish_numbers
 from streams import codecs, topics
-from streams.bundles import events_seen
 from streams.automations import Automation, publish_automation
+from streams.bundles import events_seen
 from streams.demo import Scenario, produce, scenario, wait_for
 from streams.kafka import iter_records, producer
 from streams.rule import LastSend, NumberState

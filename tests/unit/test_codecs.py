@@ -35,6 +35,13 @@ FULL = {
         "text": "Hi Bo", "sender": "ACME", "origin": "crm", "ref": "m-1",
         "source_topic": "sms.sent", "source_partition": 3, "source_offset": 42,
     },
+    "sms_cooldown.NumberEventBundle": {"events": [{
+        "kind": "trigger", "e164": PHONE, "at_ms": T0, "event_id": "evt-1",
+        "decision_id": "d-1", "automation_id": "welcome", "enabled": True,
+        "cooldown_enabled": True, "cooldown_ms": 3_600_000, "window": "always",
+        "timezone": "UTC", "text": "Hi Bo", "sender": "ACME", "origin": None, "ref": None,
+        "source_topic": "sms.triggers", "source_partition": 0, "source_offset": 1,
+    }]},
     "sms_cooldown.SendRequest": {
         "decision_id": "d-1", "event_id": "evt-1", "automation_id": "welcome", "e164": PHONE,
         "text": "Hi Bo", "sender": "ACME", "decided_at_ms": T0,

@@ -1,10 +1,12 @@
-"""KafkaOutputs.attach_to: what Faust's flush before a commit waits for."""
+"""What Faust's flush before a commit waits for (`faust_patches.flush_before_commit`),
+and the outputs' record of acknowledged changelog offsets."""
 
 from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
 
+from streams.faust_patches import flush_before_commit
 from streams.outputs import KafkaOutputs
 
 
@@ -20,18 +22,42 @@ class SlowBuffer:
             self.size -= 1
 
 
-def test_the_flush_before_a_commit_waits_for_every_buffered_table_write():
+def test_the_flush_before_a_commit_waits_for_the_outputs_then_every_buffered_record():
     buffer = SlowBuffer(5)
-    seen_by_producer_flush: list[int] = []
+    seen: list[str] = []
 
     async def producer_flush() -> None:
-        seen_by_producer_flush.append(buffer.size)
+        seen.append(f"faust flush with {buffer.size} buffered")
+
+    async def flush_outputs() -> None:
+        seen.append("outputs flushed")
 
     app = SimpleNamespace(producer=SimpleNamespace(buffer=buffer, flush=producer_flush))
-    # No record is sent, so the producer never connects to this address.
-    KafkaOutputs("127.0.0.1:9", linger_ms=5).attach_to(app)
+    flush_before_commit(app, flush_outputs)  # type: ignore[arg-type]
 
     asyncio.run(app.producer.flush())
 
-    assert buffer.size == 0
-    assert seen_by_producer_flush == [0]
+    assert seen == ["outputs flushed", "faust flush with 0 buffered"]
+
+
+class Delivered:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._where = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+
+def test_acknowledged_keeps_the_highest_offset_per_partition_of_one_topic():
+    # No record is sent, so the producer never connects to this address.
+    outputs = KafkaOutputs("127.0.0.1:9", linger_ms=5, offsets_of="changelog")
+    for topic, partition, offset in [("changelog", 0, 7), ("changelog", 0, 5),
+                                     ("changelog", 1, 2), ("sms.decisions", 0, 99)]:
+        outputs._delivered(None, Delivered(topic, partition, offset))
+    assert outputs.acknowledged == {0: 7, 1: 2}
