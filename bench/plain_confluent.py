@@ -1,11 +1,11 @@
 """Contender "plain-confluent": the cooldown as one confluent-kafka loop without a
 stream framework, for the benchmark — the ceiling of this stack in Python.
 
-Per batch (up to BENCH_BATCH records, default 5,000): decode the Avro triggers,
-normalize every number with `streams.numbers.to_e164`, read the states of the batch's
-numbers with one rocksdict multi-get, apply the same rule (`streams.rule.decide`, the
-same automation terms) in record order, keeping the state in the project's own
-encoding (`streams.state`, whatever the shipped worker uses: this is the ceiling),
+Per batch (up to BENCH_BATCH records, default 5,000): turn each trigger into a number
+event with the shipped worker's own ingest step (`streams.normalize.route`: decode,
+E.164, the automation's terms and text), read the states of the batch's numbers with
+one rocksdict multi-get, apply the shipped worker's own `streams.step.step` in record
+order, keeping the state in the project's own encoding (`streams.state`),
 write the changed states in one write batch and to a compacted changelog topic (so its state
 survives a lost disk like the Faust contenders'), produce the decisions and send
 requests, wait for their acknowledgements, then commit the batch's offsets
@@ -29,18 +29,15 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from rocksdict import Options, Rdict, WriteBatch
 
-from bench.outputs import (
-    BY_EVENT_TYPE,
-    SHIPPED,
-    decision_value,
-    report_first_read,
-    send_request_value,
-)
+from bench.outputs import SHIPPED, report_first_read
+from bench.workload import bench_automations
 from streams import codecs
+from streams.automations import Catalog
 from streams.kafka import producer
-from streams.numbers import to_e164
-from streams.rule import PASSED, decide, decision_id_for
+from streams.normalize import Limits, route
+from streams.records import DecisionRecord, NumberEvent, Source
 from streams.state import decode_state, encode_state
+from streams.step import step
 
 
 def run() -> None:
@@ -95,40 +92,42 @@ def run() -> None:
         db.close()
 
 
+CATALOG = Catalog(bench_automations())
+LIMITS = Limits(SHIPPED.max_clock_skew_ms, SHIPPED.max_trigger_age_ms)
+
+
 def decide_batch(messages: list, db: Rdict, out: object, decisions_topic: str,
                  outbox_topic: str, changelog_topic: str) -> None:
-    items = []
+    events: list[tuple[NumberEvent, int]] = []
     for message in messages:
         if message.error():
             if message.error().code() == KafkaError._PARTITION_EOF:
                 continue
             raise KafkaException(message.error())
-        trigger = codecs.TRIGGER.decode_avro(message.value())
-        automation, terms = BY_EVENT_TYPE[trigger["event_type"]]
-        e164 = to_e164(trigger["phone"], automation.country)
-        items.append((message, trigger, automation, terms, e164))
-    keys = list({item[4].encode() for item in items})
+        source = Source(message.topic(), message.partition(), message.offset(),
+                        message.timestamp()[1], message.key(), message.value())
+        for output in route(source, CATALOG, LIMITS):
+            # The benchmark's triggers are all valid, and each answers one automation.
+            assert isinstance(output.record, NumberEvent), output
+            events.append((output.record, message.partition()))
+    keys = list({event.e164.encode(): None for event, _ in events})
     states = {key: decode_state(value) for key, value in zip(keys, db[keys], strict=True)}
     partition_of: dict[bytes, int] = {}
     changed: set[bytes] = set()
     produce = out.produce  # type: ignore[attr-defined]
-    for message, trigger, automation, terms, e164 in items:
-        key = e164.encode()
+    for event, partition in events:
+        key = event.e164.encode()
         state = states[key]
-        event_id = trigger["event_id"]
-        decision, new_state = decide(decision_id_for(event_id, automation.automation_id),
-                                     terms, state, message.timestamp()[1])
+        new_state, records = step(state, event)
         if new_state is not None and new_state != state:
             states[key] = new_state
             changed.add(key)
-            partition_of[key] = message.partition()
-        produce(decisions_topic, key=key, value=codecs.DECISION.encode(decision_value(
-            decision, event_id, automation.automation_id, e164,
-            message.topic(), message.partition(), message.offset())))
-        if decision.outcome == PASSED:
-            text = automation.render(trigger["attributes"])
-            produce(outbox_topic, key=key, value=codecs.SEND_REQUEST.encode(
-                send_request_value(decision, event_id, automation, e164, text)))
+            partition_of[key] = partition
+        for record in records:
+            if isinstance(record, DecisionRecord):
+                produce(decisions_topic, key=key, value=codecs.DECISION.encode(record.to_dict()))
+            else:
+                produce(outbox_topic, key=key, value=codecs.SEND_REQUEST.encode(record.to_dict()))
     batch = WriteBatch(raw_mode=True)
     for key in changed:
         value = encode_state(states[key])  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from streams.automations import Catalog
 from streams.ingest import Ingest
 from streams.settings import DEFAULT_PARTITIONS, Settings
 
+
 class Recorder:
     """Keeps (key, decoded value) of every record written to one topic."""
 

@@ -26,8 +26,11 @@ from confluent_kafka import Consumer, TopicPartition
 from streams import codecs, topics
 from streams.automations import publish_automation
 from streams.broker import EmbeddedBroker
+from streams.bundles import decode_bundle
+from streams.ingest import group_id as ingest_group
 from streams.kafka import ensure_topics, iter_records, producer
 from streams.processes import FakeGatewayProcess
+from streams.records import SENT_EVENT
 from tests.chaos.check import Findings, check
 from tests.chaos.faults import FaultLoop, Services
 from tests.chaos.workload import AUTOMATIONS, OUTSIDE_SYSTEM, Workload
@@ -77,9 +80,9 @@ class OutsideSendsSeen(threading.Thread):
                 for m in consumer.consume(1000, timeout=0.2):
                     if m.error() or m.value() is None:
                         continue
-                    event = codecs.NUMBER_EVENT.decode(m.value())
-                    if event["kind"] == "sent" and event["origin"] == OUTSIDE_SYSTEM:
-                        self.seen.add(event["ref"])
+                    for event in decode_bundle(m.value()):
+                        if event.kind == SENT_EVENT and event.origin == OUTSIDE_SYSTEM:
+                            self.seen.add(event.ref)
         finally:
             consumer.close()
 
@@ -131,8 +134,10 @@ def feed(bootstrap: str, work: Workload, args: argparse.Namespace,
 
 
 def committed_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The pipeline's committed offset on each partition of `topic`."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": APP_ID})
+    """The pipeline's committed offset on each partition of `topic`: ingest's on its
+    inputs, the cooldown agent's on the bundles."""
+    group = APP_ID if topic == topics.BY_NUMBER else ingest_group(APP_ID)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         return {tp.partition: tp.offset for tp in consumer.committed(
             [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)}
