@@ -3,9 +3,14 @@
     python -m bench                        # default size: 1,000,000 triggers, 200,000 numbers
     python -m bench --quick --json FILE    # about a minute; the figures as JSON
     python -m bench --plot FILE.png        # throughput, decisions over time, latency
+    python -m bench --state-only           # only the state run: 1,000,000 new numbers
+    python -m bench --state-only --state-run 20000 --json FILE   # a small one
 
 Each contender runs alone on a fresh embedded broker preloaded with the same records
 (or, with KAFKA_BOOTSTRAP_SERVERS and --external-kafka, on that cluster; see --help).
+At the full size a state run follows: the shipped worker alone on one trigger for each
+of 1,000,000 new numbers, for its RSS growth, its state on disk per number and the
+rebuild of that table from its changelog (see bench/state_run.py).
 Exit status 1 when the contenders did not make the same decisions, 2 when a run failed.
 """
 
@@ -27,10 +32,11 @@ from bench.contenders import NAMES, SHIPPED
 from bench.measure import compare
 from bench.progress import Progress
 from bench.runs import ContenderFailed, Options, paced_run, throughput_run
-from bench.workload import ZIPF_EXPONENT, generate
+from bench.state_run import state_run
+from bench.workload import ZIPF_EXPONENT, UniqueWorkload, generate
 
-FULL = {"events": 1_000_000, "numbers": 200_000, "duration": 60.0}
-QUICK = {"events": 15_000, "numbers": 3_000, "duration": 10.0}
+FULL = {"events": 1_000_000, "numbers": 200_000, "duration": 60.0, "state_numbers": 1_000_000}
+QUICK = {"events": 15_000, "numbers": 3_000, "duration": 10.0, "state_numbers": 20_000}
 
 EXTERNAL_WARNING = """\
 KAFKA_BOOTSTRAP_SERVERS is set ({servers}). On that cluster the benchmark would write
@@ -63,7 +69,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the paced run")
     p.add_argument("--recovery", action=argparse.BooleanOptionalAction, default=None,
                    help="time the rebuild of the shipped worker's table from its changelog "
-                        "(default: on, off with --quick)")
+                        "(default: on, off with --quick; the state run rebuilds its table "
+                        "unless --no-recovery)")
+    p.add_argument("--state-run", type=int, metavar="N",
+                   help="the state run: the shipped worker alone on one trigger for each of "
+                        "N new numbers, for RSS growth, state bytes per number and the "
+                        "rebuild of N numbers (default: a run of "
+                        f"{FULL['state_numbers']:,} after the others at the full size, none "
+                        f"with --quick unless asked; 0: none)")
+    p.add_argument("--state-only", action="store_true",
+                   help="only the state run (default N "
+                        f"{FULL['state_numbers']:,}, {QUICK['state_numbers']:,} with --quick)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--batch", type=int, default=5000, help="plain-confluent's batch size")
     p.add_argument("--json", type=Path, help="write the figures to this file")
@@ -100,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown contender(s): {', '.join(unknown)}; choose from {', '.join(NAMES)}",
               file=sys.stderr)
         return 2
+    state_numbers = _state_numbers(args, names)
+    if state_numbers < 0:
+        print("--state-run takes a number of numbers, 0 or more", file=sys.stderr)
+        return 2
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None
     if external and not args.external_kafka:
         print(EXTERNAL_WARNING.format(servers=external), file=sys.stderr)
@@ -113,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                    args.profile, args.profile_format)
     failed = False
     try:
-        return _run(args, opts, names, events, numbers, duration, recovery)
+        status = _run(args, opts, names, events, numbers, duration, recovery, state_numbers)
+        failed = status == 2
+        return status
     except ContenderFailed as exc:
         failed = True  # its logs are in the work folder
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
@@ -128,8 +150,56 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
+def _state_numbers(args: argparse.Namespace, names: list[str]) -> int:
+    """How many numbers the state run takes; 0: no state run."""
+    size = QUICK if args.quick else FULL
+    if args.state_only:
+        return args.state_run or size["state_numbers"]
+    if args.state_run is not None:
+        return args.state_run
+    return 0 if args.quick or SHIPPED not in names else FULL["state_numbers"]
+
+
 def _run(args: argparse.Namespace, opts: Options, names: list[str], events: int,
-         numbers: int, duration: float, recovery: bool) -> int:
+         numbers: int, duration: float, recovery: bool, state_numbers: int) -> int:
+    document: dict = {"machine": report.machine(), "params": {}, "contenders": {},
+                      "latency": {}, "recovery": {}, "same_decisions": True}
+    if not args.state_only:
+        _contender_runs(args, opts, names, events, numbers, duration, recovery, document)
+        gc.collect()  # the workload's records are no longer needed
+    document["params"].update({"seed": args.seed, "partitions": opts.partitions,
+                               "quick": args.quick, "profiled": bool(opts.profile_dir),
+                               "broker": "external" if opts.external
+                               else "embedded (Tansu), one per run",
+                               "state_only": args.state_only,
+                               "state_run_numbers": state_numbers})
+    status = 0 if document["same_decisions"] else 1
+    if state_numbers:
+        state = _state_run(args, opts, state_numbers, args.recovery is not False)
+        document["state_run"] = state
+        if "failed" in state:
+            status = 2
+        elif not state["decided_as_expected"]:
+            status = max(status, 1)
+    if not args.state_only:
+        print(f"\nsame decisions: {'yes' if document['same_decisions'] else 'NO'}")
+
+    if args.json:
+        report.write_json(args.json, document)
+        print(f"figures written to {args.json}")
+    if args.plot:
+        if document["contenders"]:
+            report.plot(args.plot, document)
+            print(f"plot drawn to {args.plot}")
+        else:
+            print("no plot: the state run alone has nothing to draw")
+    return status
+
+
+def _contender_runs(args: argparse.Namespace, opts: Options, names: list[str], events: int,
+                    numbers: int, duration: float, recovery: bool, document: dict) -> None:
+    """The throughput runs of every contender, the paced runs and the rebuild; prints
+    their tables and fills the document."""
     where = f"Kafka at {opts.external}" if opts.external else "a fresh embedded broker each"
     print(f"sms-cooldown benchmark: {events:,} triggers over {numbers:,} numbers "
           f"(Zipf {ZIPF_EXPONENT}), {opts.partitions} partitions, on {where}", flush=True)
@@ -173,29 +243,33 @@ def _run(args: argparse.Namespace, opts: Options, names: list[str], events: int,
         ready = latency.get(SHIPPED, {}).get("ready_after_start_s")
         print()
         print(report.recovery_lines(recovery_figures, ready))
-    print(f"\nsame decisions: {'yes' if same else 'NO'}")
 
-    document = {
-        "machine": report.machine(),
-        "params": {"events": events, "numbers": numbers,
-                   "distinct_numbers": work.distinct_numbers, "seed": args.seed,
-                   "zipf_exponent": ZIPF_EXPONENT, "partitions": opts.partitions,
-                   "quick": args.quick, "plain_batch": opts.batch,
-                   "profiled": bool(opts.profile_dir),
-                   "broker": "external" if opts.external else "embedded (Tansu), one per run",
-                   "expected_outcomes": dict(work.expected_outcomes)},
-        "contenders": results,
-        "latency": latency,
-        "recovery": recovery_figures or {},
-        "same_decisions": same,
-    }
-    if args.json:
-        report.write_json(args.json, document)
-        print(f"figures written to {args.json}")
-    if args.plot:
-        report.plot(args.plot, document)
-        print(f"plot drawn to {args.plot}")
-    return 0 if same else 1
+    document["params"] = {"events": events, "numbers": numbers,
+                          "distinct_numbers": work.distinct_numbers, "seed": args.seed,
+                          "zipf_exponent": ZIPF_EXPONENT, "partitions": opts.partitions,
+                          "quick": args.quick, "plain_batch": opts.batch,
+                          "profiled": bool(opts.profile_dir),
+                          "broker": "external" if opts.external
+                          else "embedded (Tansu), one per run",
+                          "expected_outcomes": dict(work.expected_outcomes)}
+    document.update({"contenders": results, "latency": latency,
+                     "recovery": recovery_figures or {}, "same_decisions": same})
+
+
+def _state_run(args: argparse.Namespace, opts: Options, count: int, rebuild: bool) -> dict:
+    """The state run, printed; a failed one gives {"failed": why} (its logs are kept)."""
+    where = f"Kafka at {opts.external}" if opts.external else "a fresh embedded broker"
+    print(f"\nstate run: {SHIPPED} alone, one trigger for each of {count:,} new numbers, "
+          f"{opts.partitions} partitions, on {where}", flush=True)
+    work = UniqueWorkload.make(count, args.seed, int(time.time() * 1000))
+    try:
+        figures = state_run(work, opts, rebuild)
+    except ContenderFailed as exc:
+        print(f"\nstate run failed: {exc}", file=sys.stderr)
+        return {"contender": SHIPPED, "numbers": count, "failed": str(exc).split("\n")[0]}
+    print()
+    print(report.state_run_lines(figures, opts.partitions))
+    return figures
 
 
 def _paced_runs(args: argparse.Namespace, opts: Options, work: object, results: dict,

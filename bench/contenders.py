@@ -212,6 +212,22 @@ class ContenderProcess:
             return ""
 
 
+def tree_rss(pid: int) -> int:
+    """The RSS of a process and all its children now, in bytes (0 once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in tree:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def high_water_mark(pid: int) -> int:
     """The kernel's peak RSS of one process (VmHWM), in bytes; 0 when unknown."""
     try:

@@ -164,6 +164,14 @@ class StateSize:
     keys: int  # the table's keys (Faust's own offset bookkeeping left out)
 
 
+def rocksdb_folders(root: Path) -> list[Path]:
+    """Every RocksDB folder under `root` (a folder holding a CURRENT file), whatever
+    the store calls them."""
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.glob("**/CURRENT") if p.is_file())
+
+
 def compacted_state_size(paths: list[Path]) -> StateSize:
     """Compact each RocksDB folder (the contender has stopped), then add up its files."""
     from rocksdict import Options, Rdict

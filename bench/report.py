@@ -96,7 +96,8 @@ def recovery_lines(recovery: dict, ready_s: float | None) -> str:
         lines.append(f"  (a worker with an empty table decided its first trigger "
                      f"{ready_s:.1f} s after its start)")
     ok = recovery["probe_outcome"] == recovery["probe_expected"]
-    lines.append(f"  probe on the hottest number: {recovery['probe_outcome']} "
+    lines.append(f"  probe on {recovery.get('probe_number', 'the hottest number')}: "
+                 f"{recovery['probe_outcome']} "
                  f"({'as expected' if ok else 'EXPECTED ' + recovery['probe_expected']})")
     return "\n".join(lines)
 
@@ -158,3 +159,50 @@ def plot(path: Path, document: dict) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _mb(value: int) -> str:
+    return f"{value / 1e6:,.1f} MB"
+
+
+def _met(target: dict) -> str:
+    if target.get("met") is None:
+        return "not measured"
+    return "met" if target["met"] else "NOT met"
+
+
+def state_run_lines(state: dict, partitions: int) -> str:
+    """The state run: RSS growth, state on disk and the rebuild, each against its
+    target (for a million numbers; MB are 10^6 bytes)."""
+    n = state["numbers"]
+    goals = state.get("targets") or {}
+    rss, disk = goals.get("rss_growth_bytes", {}), goals.get("state_bytes_per_number", {})
+    lines = [f"state run, {state['contender']}: {state['triggers']:,} triggers, each to a new "
+             f"number, {partitions} partitions (decided in {state['decided_in_s']:,.1f} s, "
+             f"fed as they came):",
+             f"  RSS {_mb(state['rss_start_bytes'])} after its first decision, "
+             f"{_mb(state['rss_end_bytes'])} after the last: growth "
+             f"{_mb(state['rss_growth_bytes'])} "
+             f"({state['rss_growth_bytes_per_number']:,.1f} bytes/number; target < "
+             f"{_mb(rss.get('below', 0))}: {_met(rss)}); peak {_mb(state['peak_rss_bytes'])}"]
+    curve = state.get("rss_by_decided") or []
+    if len(curve) > 1:
+        lines.append("  RSS on the way: " + ", ".join(
+            f"{decided:,} {rss_bytes / 1e6:,.0f}" for decided, rss_bytes in curve) + " MB")
+    lines.append(f"  state on disk, compacted: {state['state_bytes_per_number']:,.1f} bytes per "
+                 f"number ({_mb(state['state_bytes'])} in {len(state['state_folders'])} "
+                 f"RocksDB folders, {state['state_keys']:,} keys; target ≤ "
+                 f"{disk.get('at_most', 0)}: {_met(disk)})")
+    ok = state["decided_as_expected"]
+    outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(state["outcomes"].items()))
+    lines.append(f"  decisions: {outcomes}; {state['send_requests']:,} send requests "
+                 f"({'as expected' if ok else 'EXPECTED ' + str(state['expected_outcomes'])})")
+    rebuild = state.get("rebuild")
+    if rebuild:
+        target = goals.get("rebuild_s", {})
+        lines.append("  " + recovery_lines(rebuild, None).replace("\n", "\n  "))
+        lines.append(f"  rebuild target ≤ {target.get('at_most', 0):.0f} s from worker start "
+                     f"to the probe's decision: {_met(target)}")
+    if n < 1_000_000:
+        lines.append(f"  (the targets are for 1,000,000 numbers; this run had {n:,})")
+    return "\n".join(lines)

@@ -80,10 +80,10 @@ from bench.workload import (
     terms_of,
 )
 from streams import codecs, topics
-from streams.automations import publish_automation
+from streams.automations import Automation, publish_automation
 from streams.broker import EmbeddedBroker
 from streams.kafka import ensure_topics, iter_records, producer
-from streams.rule import decide, decision_id_for
+from streams.rule import NumberState, decide, decision_id_for
 
 STALL_S = 120.0  # no new output for this long: the contender is stuck
 
@@ -398,11 +398,22 @@ def recovery_run(spec: Contender, reader: OutputReader, work: Workload,
     to rebuild the table from its changelog (plus the start-up itself). The probe
     targets the workload's hottest number with the 24 h automation, so its outcome
     also shows whether the rebuilt state is right."""
-    shutil.rmtree(spec.data_dir)
-    again = replace(spec, log_path=opts.work_dir / f"{spec.name}-recovery.log")
     e164 = _hottest_number(work)
+    return rebuild_run(spec, reader, e164, work.final_state.get(e164), work.automations,
+                       work.distinct_numbers, f"r{work.seed}-probe", "the hottest number")
+
+
+def rebuild_run(spec: Contender, reader: OutputReader, e164: str, state: NumberState | None,
+                automations: list[Automation], numbers: int,
+                event_id: str, probe: str) -> dict:
+    """`recovery_run` for any workload: the probe goes to `e164`, whose state the
+    worker's table held (`state`, by the rule), with the 24 h automation; `numbers` is
+    how many numbers the table held, `probe` says which number it is."""
+    shutil.rmtree(spec.data_dir)
+    # A log of its own: its markers are looked for in it (sms-cooldown-recovery.log for
+    # the throughput run's spec, sms-cooldown-state-recovery.log for the state run's).
+    again = replace(spec, log_path=spec.log_path.with_name(f"{spec.log_path.stem}-recovery.log"))
     kind = next(i for i, mix in enumerate(AUTOMATION_MIX) if mix[0] == "cooldown-24h")
-    event_id = f"r{work.seed}-probe"
     key, value = sentinel_trigger(e164, event_id, kind, int(time.time() * 1000))
     proc = ContenderProcess(again).start()
     try:
@@ -411,9 +422,8 @@ def recovery_run(spec: Contender, reader: OutputReader, work: Workload,
                                                         "Recovery complete")
     finally:
         proc.stop()
-    terms = terms_of(work.automations[kind])
-    expected, _ = decide(decision_id_for(event_id, terms.automation_id), terms,
-                         work.final_state.get(e164), at_ms)
+    terms = terms_of(automations[kind])
+    expected, _ = decide(decision_id_for(event_id, terms.automation_id), terms, state, at_ms)
     # What the rebuild read: one record per table write (the embedded broker does not
     # compact); counted, since its watermarks cannot be trusted.
     changelog = sum(1 for _ in iter_records(spec.bootstrap, topics.changelog_topic(spec.app_id),
@@ -429,8 +439,9 @@ def recovery_run(spec: Contender, reader: OutputReader, work: Workload,
         "seconds_joining_group": log_span_s(log, "(Re-)joining group", "Setting newly assigned"),
         "seconds_reading_changelog": log_span_s(
             log, "Restoring state from changelog topics", "Done reading from changelog topics"),
-        "numbers": work.distinct_numbers,
+        "numbers": numbers,
         "changelog_records": changelog,
+        "probe_number": probe,
         "probe_outcome": decision["outcome"],
         "probe_expected": expected.outcome,
         "peak_rss_bytes": proc.peak_rss,

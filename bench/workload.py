@@ -18,15 +18,21 @@ decisions they must get.
 
 `generate` also runs the pure rule over the events in their order (the order every
 partition, and so every number, sees them), which gives the expected decisions.
+
+`UniqueWorkload` is the state run's input: one trigger for each of N new numbers (a
+million by default), made on the fly as it is produced, so that neither the numbers nor
+the records are ever held in a list. Each must pass: no number has been texted before.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import accumulate
 
 import phonenumbers
@@ -168,6 +174,140 @@ def generate(events: int, numbers: int, seed: int, end_ms: int,
     return work
 
 
+BLOCK = 10_000  # the numbers of one 4-digit prefix: +45 2abc 0000 to +45 2abc 9999
+
+
+@cache
+def danish_blocks() -> tuple[int, ...]:
+    """The prefixes 2000 to 2999 whose 10,000 numbers are valid Danish numbers (in
+    libphonenumber's metadata validity goes by these four digits: 930 of them are
+    valid, +45 200x, 210x, ... 250x and 290x are not)."""
+    return tuple(prefix for prefix in range(2000, 3000) if all(
+        phonenumbers.is_valid_number(phonenumbers.parse(f"+45{prefix}{rest:04d}"))
+        for rest in (0, BLOCK - 1)))
+
+
+class UniqueNumbers:
+    """`count` distinct valid Danish numbers (+45 2xxxxxxx), the i-th computed from i
+    and none kept in memory: a seeded affine permutation of the 9.3 million valid ones,
+    so that consecutive numbers lie far apart. `index` is its inverse."""
+
+    def __init__(self, count: int, seed: int) -> None:
+        self.blocks = danish_blocks()
+        self.space = len(self.blocks) * BLOCK
+        if not 0 < count <= self.space:
+            raise ValueError(f"between 1 and {self.space:,} distinct numbers, not {count:,}")
+        self.count = count
+        rng = random.Random(seed)
+        multiplier = int(self.space * 0.6180339887) + rng.randrange(self.space // 100)
+        while math.gcd(multiplier, self.space) != 1:
+            multiplier += 1
+        self._multiplier = multiplier
+        self._inverse = pow(multiplier, -1, self.space)
+        self._offset = rng.randrange(self.space)
+        self._block_index = {prefix: i for i, prefix in enumerate(self.blocks)}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> str:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        block, rest = divmod((self._multiplier * i + self._offset) % self.space, BLOCK)
+        return f"+45{self.blocks[block]}{rest:04d}"
+
+    def index(self, e164: str) -> int | None:
+        """Which of the numbers this is, or None when it is not one of them."""
+        if len(e164) != 11 or not e164.startswith("+45") or not e164[3:].isdigit():
+            return None
+        block = self._block_index.get(int(e164[3:7]))
+        if block is None:
+            return None
+        i = (block * BLOCK + int(e164[7:]) - self._offset) * self._inverse % self.space
+        return i if i < self.count else None
+
+
+@dataclass
+class UniqueWorkload:
+    """The state run's input: trigger i goes to number i, which nothing else targets,
+    so every trigger passes and each number ends with the state of one pass. The
+    triggers' Kafka timestamps rise evenly over `PERIOD_MS` up to `end_ms`; the
+    automation of each follows `AUTOMATION_MIX` (a function of i, not of a draw, so that
+    `state_of` needs no replay). Nothing is stored: `records` makes them as it goes."""
+
+    seed: int
+    numbers: UniqueNumbers
+    start_ms: int
+    end_ms: int
+    automations: list[Automation]
+
+    @classmethod
+    def make(cls, count: int, seed: int, end_ms: int) -> UniqueWorkload:
+        start_ms = end_ms - PERIOD_MS
+        return cls(seed, UniqueNumbers(count, seed), start_ms, end_ms,
+                   bench_automations(start_ms))
+
+    @property
+    def count(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def prefix(self) -> str:
+        return f"s{self.seed}-"
+
+    @property
+    def expected_outcomes(self) -> Counter[str]:
+        return Counter({PASSED: self.count})
+
+    def event_id(self, i: int) -> str:
+        return f"{self.prefix}{i:07d}"
+
+    def index_of_event(self, event_id: str) -> int | None:
+        if not event_id.startswith(self.prefix):
+            return None
+        try:
+            i = int(event_id[len(self.prefix):])
+        except ValueError:
+            return None
+        return i if 0 <= i < self.count else None
+
+    def timestamp(self, i: int) -> int:
+        return self.start_ms + i * (self.end_ms - self.start_ms) // self.count
+
+    def kind(self, i: int) -> int:
+        """Index into AUTOMATION_MIX, in its shares (a multiplicative hash of i)."""
+        total = sum(share for *_, share in AUTOMATION_MIX)
+        point = (i * 2_654_435_761 + self.seed) % (2**32) * total >> 32
+        for kind, (*_, share) in enumerate(AUTOMATION_MIX):
+            if point < share:
+                return kind
+            point -= share
+        raise AssertionError("unreachable")
+
+    def records(self, start: int = 0, stop: int | None = None) -> Iterator[Record]:
+        """Triggers start..stop-1 in order: (E.164 key, Avro Trigger, Kafka timestamp)."""
+        stop = self.count if stop is None else min(stop, self.count)
+        rng = random.Random(self.seed * 1_000_003 + start)
+        encode, mix = codecs.TRIGGER.encode, AUTOMATION_MIX
+        for i in range(start, stop):
+            e164 = self.numbers[i]
+            at = self.timestamp(i)
+            value = encode({
+                "event_id": self.event_id(i), "automation_id": None,
+                "event_type": mix[self.kind(i)][1], "segment": None,
+                "phone": written(e164, rng), "occurred_at_ms": at - rng.randrange(0, 2000),
+                "attributes": {"name": f"Kunde {i}"},
+            })
+            yield e164.encode(), value, at
+
+    def state_of(self, i: int) -> NumberState | None:
+        """Number i's state once its trigger passed, by the rule."""
+        terms = terms_of(self.automations[self.kind(i)])
+        _, state = decide(decision_id_for(self.event_id(i), terms.automation_id), terms,
+                          None, self.timestamp(i))
+        return state
+
+
 def paced_triggers(work: Workload, count: int, seed: int, occurred_at_ms: int,
                    prefix: str = "p") -> list[tuple[bytes, bytes]]:
     """Triggers for the paced run, drawn like the workload's; their Kafka timestamp
@@ -188,10 +328,11 @@ def sentinel_trigger(e164: str, event_id: str, automation_index: int,
     return e164.encode(), maker.trigger(event_id, 0, automation_index, occurred_at_ms)
 
 
-def produce_records(bootstrap: str, topic: str, records: list[Record] | list[tuple],
-                    progress: Callable[[int], None] | None = None) -> None:
+def produce_records(bootstrap: str, topic: str, records: Iterable[tuple],
+                    progress: Callable[[int], None] | None = None) -> int:
     """Write records (key, value[, timestamp]) with the murmur2 partitioner, as the
-    project's producers do; raises when not every one was acknowledged."""
+    project's producers do; raises when not every one was acknowledged. `records` may
+    be a generator; returns how many were written."""
     out = producer(bootstrap, **{"linger.ms": 20, "queue.buffering.max.messages": 500_000,
                                  "queue.buffering.max.kbytes": 512 * 1024})
     failed = 0
@@ -201,7 +342,9 @@ def produce_records(bootstrap: str, topic: str, records: list[Record] | list[tup
         if err is not None:
             failed += 1
 
+    written_count = 0
     for i, record in enumerate(records):
+        written_count = i + 1
         key, value = record[0], record[1]
         timestamp = record[2] if len(record) > 2 else 0
         while True:
@@ -218,4 +361,5 @@ def produce_records(bootstrap: str, topic: str, records: list[Record] | list[tup
     if out.flush(120) != 0 or failed:
         raise RuntimeError(f"{topic}: {failed} records failed, or not acknowledged in 120 s")
     if progress is not None:
-        progress(len(records))
+        progress(written_count)
+    return written_count

@@ -11,14 +11,19 @@ from bench.workload import (
     AUTOMATION_MIX,
     PERIOD_MS,
     TriggerMaker,
+    UniqueNumbers,
+    UniqueWorkload,
     bench_automations,
+    danish_blocks,
     danish_numbers,
     generate,
     paced_triggers,
+    terms_of,
     written,
 )
 from streams import codecs
 from streams.numbers import to_e164
+from streams.rule import PASSED, SUPPRESSED_COOLDOWN, decide, decision_id_for
 
 END_MS = 1_767_225_600_000
 
@@ -155,3 +160,132 @@ def test_the_textbook_state_is_json_of_its_own_and_round_trips():
     assert data.startswith(b"{")
     assert decode_state(data) == state
     assert decode_state(None) is None
+
+
+def test_the_danish_blocks_are_the_valid_four_digit_prefixes():
+    import phonenumbers
+
+    blocks = danish_blocks()
+    assert len(blocks) == 930 and 2000 not in blocks and 2010 in blocks
+    for prefix in (2000, 2009, 2109, 2905):  # not Danish numbers
+        assert prefix not in blocks
+        assert not phonenumbers.is_valid_number(phonenumbers.parse(f"+45{prefix}1234"))
+
+
+def test_unique_numbers_are_distinct_valid_and_invertible():
+    import random
+
+    import phonenumbers
+
+    numbers = UniqueNumbers(200_000, seed=3)
+    assert len(numbers) == 200_000
+    every = [numbers[i] for i in range(len(numbers))]
+    assert len(set(every)) == len(every)
+    assert all(e164.startswith("+452") and len(e164) == 11 for e164 in every)
+    rng = random.Random(1)
+    for i in rng.sample(range(len(numbers)), 300):
+        e164 = numbers[i]
+        assert phonenumbers.is_valid_number(phonenumbers.parse(e164))
+        assert numbers.index(e164) == i
+    # Consecutive numbers lie far apart (no run of neighbours on one prefix).
+    assert len({e164[:7] for e164 in every[:100]}) > 90
+
+
+def test_unique_numbers_reach_a_million_and_refuse_too_many():
+    numbers = UniqueNumbers(1_000_000, seed=1)
+    assert numbers.index(numbers[999_999]) == 999_999
+    assert numbers.index(numbers[0]) == 0
+    with pytest.raises(IndexError):
+        numbers[1_000_000]
+    with pytest.raises(ValueError):
+        UniqueNumbers(numbers.space + 1, seed=1)
+    with pytest.raises(ValueError):
+        UniqueNumbers(0, seed=1)
+
+
+def test_a_number_not_of_the_set_has_no_index():
+    numbers = UniqueNumbers(10, seed=2)
+    others = [e164 for e164 in (UniqueNumbers(5_000, seed=2)[i] for i in range(5_000))
+              if e164 not in {numbers[i] for i in range(10)}]
+    assert all(numbers.index(e164) is None for e164 in others)
+    for bad in ("+4520001234", "+4630123456", "+45201234567", "20123456", "+45abcdefgh"):
+        assert numbers.index(bad) is None
+
+
+def test_unique_numbers_depend_on_the_seed_only():
+    a, b, c = UniqueNumbers(50, seed=4), UniqueNumbers(50, seed=4), UniqueNumbers(50, seed=5)
+    assert [a[i] for i in range(50)] == [b[i] for i in range(50)]
+    assert [a[i] for i in range(50)] != [c[i] for i in range(50)]
+
+
+def test_the_unique_workload_gives_each_trigger_a_number_of_its_own():
+    work = UniqueWorkload.make(3000, seed=6, end_ms=END_MS)
+    records = list(work.records())
+    assert len(records) == work.count == 3000
+    assert len({key for key, _, _ in records}) == 3000
+    times = [ts for _, _, ts in records]
+    assert times == sorted(times) and len(set(times)) == 3000
+    assert END_MS - PERIOD_MS == times[0] and times[-1] < END_MS
+    for i, (key, value, ts) in enumerate(records):
+        trigger = codecs.TRIGGER.decode(value)
+        assert key.decode() == work.numbers[i] == to_e164(trigger["phone"], "DK")
+        assert trigger["event_id"] == work.event_id(i) and work.index_of_event(
+            trigger["event_id"]) == i
+        assert trigger["event_type"] == AUTOMATION_MIX[work.kind(i)][1]
+        assert ts - 2000 < trigger["occurred_at_ms"] <= ts
+    assert work.expected_outcomes == Counter({PASSED: 3000})
+
+
+def test_the_unique_workload_draws_automations_in_their_shares():
+    work = UniqueWorkload.make(100_000, seed=1, end_ms=END_MS)
+    kinds = Counter(work.kind(i) for i in range(work.count))
+    for kind, (*_, share) in enumerate(AUTOMATION_MIX):
+        assert abs(kinds[kind] / work.count - share / 100) < 0.01
+
+
+def test_a_slice_of_the_unique_workload_is_the_same_triggers():
+    work = UniqueWorkload.make(100, seed=2, end_ms=END_MS)
+    whole = list(work.records())
+    part = list(work.records(40, 60))
+    assert [(k, ts) for k, _, ts in part] == [(k, ts) for k, _, ts in whole[40:60]]
+    ids = [codecs.TRIGGER.decode(v)["event_id"] for _, v, _ in part]
+    assert ids == [work.event_id(i) for i in range(40, 60)]
+    assert list(work.records(99)) and not list(work.records(100))
+
+
+def test_every_unique_trigger_passes_and_leaves_the_state_of_one_pass():
+    work = UniqueWorkload.make(500, seed=3, end_ms=END_MS)
+    terms = [terms_of(a) for a in work.automations]
+    states = {}
+    for key, value, ts in work.records():
+        trigger = codecs.TRIGGER.decode(value)
+        kind = next(k for k, mix in enumerate(AUTOMATION_MIX)
+                    if mix[1] == trigger["event_type"])
+        decision, state = decide(decision_id_for(trigger["event_id"], terms[kind].automation_id),
+                                 terms[kind], states.get(key), ts)
+        assert decision.outcome == PASSED
+        states[key] = state
+    for i in (0, 17, 499):
+        assert work.state_of(i) == states[work.numbers[i].encode()]
+        assert work.state_of(i).last.at_ms == work.timestamp(i)
+
+
+def test_the_unique_workloads_last_number_holds_back_a_24h_probe():
+    work = UniqueWorkload.make(1000, seed=1, end_ms=END_MS)
+    kind = next(k for k, mix in enumerate(AUTOMATION_MIX) if mix[0] == "cooldown-24h")
+    terms = terms_of(work.automations[kind])
+    probe_at = END_MS + 3_600_000
+    decision, _ = decide(decision_id_for("probe", terms.automation_id), terms,
+                         work.state_of(work.count - 1), probe_at)
+    assert decision.outcome == SUPPRESSED_COOLDOWN
+    # The first number's pass lies two days back: a 24 h cooldown no longer holds it.
+    decision, _ = decide(decision_id_for("probe", terms.automation_id), terms,
+                         work.state_of(0), probe_at)
+    assert decision.outcome == PASSED
+
+
+def test_index_of_event_refuses_other_events():
+    work = UniqueWorkload.make(10, seed=7, end_ms=END_MS)
+    assert work.index_of_event("s7-0000009") == 9
+    for other in ("s7-0000010", "s8-0000001", "r7-state-probe", "s7-x", "b7-0000001"):
+        assert work.index_of_event(other) is None
