@@ -82,6 +82,7 @@ from bench.workload import (
 from streams import codecs, topics
 from streams.automations import Automation, publish_automation
 from streams.broker import EmbeddedBroker
+from streams.ingest import group_id as ingest_group
 from streams.kafka import ensure_topics, iter_records, producer
 from streams.rule import NumberState, decide, decision_id_for
 
@@ -251,8 +252,10 @@ def _prepare(spec: Contender, work: Workload, opts: Options) -> None:
         for automation in work.automations:
             publish_automation(spec.bootstrap, automation)
         if opts.external:
-            _move_group_to_end(spec.bootstrap, spec.app_id,
-                               [topics.TRIGGERS, topics.SENT, topics.DELIVERY, topics.BY_NUMBER])
+            # Ingest reads the inputs in a group of its own; the cooldown agent the bundles.
+            _move_group_to_end(spec.bootstrap, ingest_group(spec.app_id),
+                               [topics.TRIGGERS, topics.SENT, topics.DELIVERY])
+            _move_group_to_end(spec.bootstrap, spec.app_id, [topics.BY_NUMBER])
 
 
 def _first_read_ms(spec: Contender, by_number_start: dict[int, int] | None,
