@@ -342,6 +342,7 @@ def _profile(proc: ContenderProcess, opts: Options) -> subprocess.Popen[bytes]:
     log = (opts.work_dir / f"py-spy-{proc.spec.name}.log").open("wb")
     return subprocess.Popen(
         [py_spy, "record", "--pid", str(proc.process.pid), "--rate", "100", "--nonblocking",
+         "--subprocesses",
          "--format", opts.profile_format,
          "--output", str(opts.profile_dir / f"{proc.spec.name}.{suffix}")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -129,21 +129,29 @@ class Catalog:
 
     def __init__(self, automations: Iterable[Automation] = ()) -> None:
         self._by_id: dict[str, Automation] = {a.automation_id: a for a in automations}
+        self._sorted: list[Automation] | None = None  # `all()`, asked for every trigger
 
     def __len__(self) -> int:
         return len(self._by_id)
 
     def put(self, automation: Automation) -> None:
         self._by_id[automation.automation_id] = automation
+        self._sorted = None
 
     def remove(self, automation_id: str) -> None:
         self._by_id.pop(automation_id, None)
+        self._sorted = None
 
     def get(self, automation_id: str) -> Automation | None:
         return self._by_id.get(automation_id)
 
     def all(self) -> list[Automation]:
-        return sorted(self._by_id.values(), key=lambda a: a.automation_id)
+        return list(self._ordered())
+
+    def _ordered(self) -> list[Automation]:
+        if self._sorted is None:
+            self._sorted = sorted(self._by_id.values(), key=lambda a: a.automation_id)
+        return self._sorted
 
     def for_trigger(self, trigger: dict[str, Any]) -> list[Automation]:
         """The automations a trigger is for. Raises UnknownAutomation when it names an
@@ -154,7 +162,7 @@ class Catalog:
             if automation is None:
                 raise UnknownAutomation(named)
             return [automation]
-        return [a for a in self.all() if a.answers(trigger)]
+        return [a for a in self._ordered() if a.answers(trigger)]
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """One record of sms.automations: a definition, or a tombstone that deletes."""

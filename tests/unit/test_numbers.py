@@ -173,3 +173,24 @@ def test_without_country_a_number_without_prefix_is_refused(raw):
     with pytest.raises(InvalidNumber) as exc:
         to_e164(raw, None)
     assert exc.value.reason == "missing_country_code"
+
+
+def test_the_cache_key_changes_no_answer():
+    """Written forms with and without their spaces get the same answer (or refusal)."""
+    import random
+
+    from streams.numbers import _cache_key, _to_e164
+
+    def answer(raw, country):
+        try:
+            return _to_e164.__wrapped__(raw, country)
+        except InvalidNumber as exc:
+            return exc.reason
+
+    rng = random.Random(4)
+    for _ in range(5000):
+        written = rng.choice(["", "+", "00", "+45", "0045", "(+45) ", "+ 45", "0 0 4 5", "0"])
+        for digit in "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 12))):
+            written += digit + (rng.choice(" -.()/  ") if rng.random() < 0.35 else "")
+        for country in (None, "DK", "US"):
+            assert answer(_cache_key(written), country) == answer(written, country), written
