@@ -23,7 +23,7 @@ from streams.kafka import iter_records, producer
 from streams.rule import LastSend, NumberState
 from streams.state import decode_state, encode_state
 
-from .conftest import APP_ID, worker_logs
+from .conftest import APP_ID, PARTITIONS, worker_logs
 from .model import CooldownModel, decision_id, read_sent
 
 pytestmark = pytest.mark.integration
@@ -221,6 +221,60 @@ def test_a_worker_without_its_data_folder_rebuilds_the_whole_changelog(
     assert not passed, (
         f"{len(passed)} of {len(phones)} numbers passed within the hour of their last SMS, "
         f"e.g. {passed[:5]}\n{worker_logs(tmp_path)}")
+
+
+def test_the_store_keeps_its_changelog_offsets_and_a_new_worker_rebuilds_what_it_wrote(
+        bootstrap, start_worker, tmp_path):
+    # A worker decides triggers for 400 new numbers: it writes each number's state to
+    # its stores and, with the same bytes, to the changelog, and keeps in each store
+    # how far its changelog partition is, so a restart reads only what comes after.
+    # Then its data folder is lost: a new worker rebuilds the table from those
+    # changelog records alone, and keeps every number in cooldown.
+    welcome = BAD_AUTOMATIONS[0]
+    publish_automation(bootstrap, welcome)
+    phones = danish_numbers(random.Random(11), 400)
+    at = now_ms()
+    produce(bootstrap, topics.TRIGGERS,
+            [(None, codecs.TRIGGER.encode(_trigger(f"a-{i}", phone, at)), at)
+             for i, phone in enumerate(phones)])
+    first = start_worker(data_dir=tmp_path / "first")
+    first_decisions = decisions_by_event(bootstrap, len(phones), timeout_s=180)
+    assert {ds[0]["outcome"] for ds in first_decisions.values()} == {"passed"}
+    first.stop()
+    assert not first.alive()
+
+    changelog = list(iter_records(bootstrap, topics.changelog_topic(APP_ID), idle_s=2.0))
+    latest = {record.key: record.value for record in changelog}
+    assert {key.decode() for key in latest} == set(phones)
+    ends = {}
+    for record in changelog:
+        ends[record.partition] = max(ends.get(record.partition, -1), record.offset)
+    stores = sorted((tmp_path / "first").glob(f"**/{topics.LAST_SENT_TABLE}-*.db"))
+    assert len(stores) == PARTITIONS
+    for path in stores:
+        partition = int(path.name.rsplit("-", 1)[1].split(".")[0])
+        db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            assert db.get(b"__faust\0offset__") == str(ends[partition]).encode(), path
+            for key, value in db.items():
+                if not bytes(key).startswith(b"__faust"):
+                    assert latest[bytes(key)] == bytes(value)
+        finally:
+            db.close()
+
+    shutil.rmtree(tmp_path / "first")
+    start_worker(data_dir=tmp_path / "second")
+    later = now_ms()
+    produce(bootstrap, topics.TRIGGERS,
+            [(None, codecs.TRIGGER.encode(_trigger(f"b-{i}", phone, later)), later)
+             for i, phone in enumerate(phones)])
+    by_event = decisions_by_event(bootstrap, 2 * len(phones), timeout_s=180)
+    second = [ds[0] for event_id, ds in by_event.items() if event_id.startswith("b-")]
+    assert len(second) == len(phones)
+    passed = [d["event_id"] for d in second if d["outcome"] != "suppressed_cooldown"]
+    assert not passed, f"{len(passed)} numbers passed again\n{worker_logs(tmp_path)}"
+    first_ids = {ds[0]["decision_id"] for ds in first_decisions.values()}
+    assert {d["cause_ref"] for d in second} == first_ids
 
 
 BAD_AUTOMATIONS = [
