@@ -41,7 +41,7 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams connectors schemas tests bench
+	$(BIN)/ruff check streams connectors schemas smscool tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -33,7 +33,7 @@ import phonenumbers
 
 from streams import codecs
 from streams.automations import Automation
-from streams.kafka import producer
+from streams.kafka import Outgoing, produce_all, producer
 from streams.rule import PASSED, AutomationTerms, NumberState, decide, decision_id_for
 
 HOUR_MS = 3_600_000
@@ -194,28 +194,13 @@ def produce_records(bootstrap: str, topic: str, records: list[Record] | list[tup
     project's producers do; raises when not every one was acknowledged."""
     out = producer(bootstrap, **{"linger.ms": 20, "queue.buffering.max.messages": 500_000,
                                  "queue.buffering.max.kbytes": 512 * 1024})
-    failed = 0
 
-    def delivered(err: object, _msg: object) -> None:
-        nonlocal failed
-        if err is not None:
-            failed += 1
-
-    for i, record in enumerate(records):
-        key, value = record[0], record[1]
-        timestamp = record[2] if len(record) > 2 else 0
-        while True:
-            try:
-                out.produce(topic, key=key, value=value, timestamp=timestamp,
-                            on_delivery=delivered)
-                break
-            except BufferError:
-                out.poll(0.05)
-        if i % 1000 == 0:
-            out.poll(0)
-            if progress is not None:
+    def reported() -> Iterator[Outgoing]:
+        for i, record in enumerate(records):
+            if progress is not None and i % 1000 == 0:
                 progress(i)
-    if out.flush(120) != 0 or failed:
-        raise RuntimeError(f"{topic}: {failed} records failed, or not acknowledged in 120 s")
+            yield record
+
+    produce_all(out, topic, reported(), timeout_s=120)
     if progress is not None:
         progress(len(records))

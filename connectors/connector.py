@@ -44,7 +44,7 @@ from connectors.gateways import (
     OutgoingSms,
 )
 from streams import codecs, topics
-from streams.kafka import iter_records
+from streams.kafka import iter_records, produce_all
 from streams.kafka import producer as kafka_producer
 from streams.settings import Settings
 
@@ -224,12 +224,9 @@ class Connector:
                         self._sent_from.get(partition, 0), _msg.offset() + 1)
                 future.set_result(None)
 
-            while True:
-                try:
-                    self._producer.produce(topic, key=key, value=value, on_delivery=delivered)
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            # `_poll_producer` serves the deliveries.
+            produce_all(self._producer, topic, [(key, value)], on_delivery=delivered,
+                        timeout_s=None)
             futures.append(future)
         await asyncio.gather(*futures)
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from smscool.processes import FakeGatewayProcess
 from streams import codecs, topics
 from streams.automations import publish_automation
 from streams.broker import EmbeddedBroker
 from streams.kafka import ensure_topics, iter_records, producer
-from streams.processes import FakeGatewayProcess
 from tests.chaos.check import Findings, check
 from tests.chaos.faults import FaultLoop, Services
 from tests.chaos.workload import AUTOMATIONS, OUTSIDE_SYSTEM, Workload

@@ -213,7 +213,7 @@ def cmd_connector(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streams.demo import run_demo
+    from smscool.demo import run_demo
 
     return run_demo(triggers=args.triggers, numbers=args.numbers, seed=args.seed)
 

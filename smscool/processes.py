@@ -4,10 +4,12 @@ and runs in a session of its own, so that a SIGKILL hits it alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -21,7 +23,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", *self.command],
+                [sys.executable, "-m", "smscool.cli", *self.command],
                 env={**os.environ, **self.env},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
@@ -94,3 +96,8 @@ class FakeGatewayProcess(ServiceProcess):
                     return self
             time.sleep(0.05)
         raise RuntimeError(f"the fake gateway did not start:\n{self.log_tail()}")
+
+    def recorded(self, what: str) -> list[dict]:
+        """What the fake gateway noted: "requests" (every HTTP request) or "accepted"."""
+        with urllib.request.urlopen(f"{self.url}/_fake/{what}", timeout=10) as answer:
+            return json.loads(answer.read())
