@@ -2,8 +2,8 @@
 
 `run_demo` starts a broker (unless KAFKA_BOOTSTRAP_SERVERS is given), a worker, the
 gateway connector and a fake SMS gateway, feeds the scenario of `smscool.scenario`,
-waits until every trigger is decided and every passed SMS answered, and prints what
-happened.
+waits until every trigger is decided and every passed SMS answered, prints what
+happened and stops them all — also when Ctrl-C or SIGTERM cuts it short.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from smscool.processes import ConnectorProcess, FakeGatewayProcess, WorkerProcess
+from smscool.processes import (
+    ConnectorProcess,
+    FakeGatewayProcess,
+    Stopped,
+    WorkerProcess,
+    stop_on_signals,
+)
 from smscool.scenario import OUTSIDE_SYSTEM, Scenario, scenario
 from streams import codecs, topics
 from streams.automations import publish_automation
@@ -75,6 +81,16 @@ DEMO_GATEWAY_FAULTS = {"p500": 0.02, "p429": 0.01, "p400": 0.003, "retry_after":
 
 
 def run_demo(triggers: int, numbers: int, seed: int) -> int:
+    try:
+        # Ctrl-C and SIGTERM alike: everything the demo started is stopped on the way out.
+        with stop_on_signals():
+            return _run(triggers, numbers, seed)
+    except Stopped as exc:
+        print(f"demo stopped by {exc}; the processes it started are stopped", file=sys.stderr)
+        return 128 + exc.signum
+
+
+def _run(triggers: int, numbers: int, seed: int) -> int:
     from contextlib import ExitStack
 
     from streams.broker import EmbeddedBroker
@@ -85,8 +101,10 @@ def run_demo(triggers: int, numbers: int, seed: int) -> int:
         stack.callback(shutil.rmtree, work, True)
         bootstrap = settings.bootstrap_servers
         if not bootstrap:
-            broker = EmbeddedBroker(log=(work / "broker.log").open("wb")).start()
+            # Each stop is registered before its start, which a signal may interrupt.
+            broker = EmbeddedBroker(log=(work / "broker.log").open("wb"))
             stack.callback(broker.stop)
+            broker.start()
             bootstrap = broker.bootstrap_servers
             print(f"embedded broker on {bootstrap}")
         ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
@@ -95,16 +113,19 @@ def run_demo(triggers: int, numbers: int, seed: int) -> int:
         for automation in sc.automations:
             publish_automation(bootstrap, automation)
         gateway = FakeGatewayProcess(work / "gateway.log", DEMO_GATEWAY_TOKEN,
-                                     DEMO_GATEWAY_FAULTS, seed=seed).start()
+                                     DEMO_GATEWAY_FAULTS, seed=seed)
         stack.callback(gateway.stop)
+        gateway.start()
         print(f"{len(sc.automations)} automations on {topics.AUTOMATIONS}; fake SMS gateway on "
               f"{gateway.url}; starting a worker and the connector")
-        worker = WorkerProcess(bootstrap, work / "data", work / "worker.log").start()
+        worker = WorkerProcess(bootstrap, work / "data", work / "worker.log")
         stack.callback(worker.stop)
+        worker.start()
         connector = ConnectorProcess(
             bootstrap, gateway.url, DEMO_GATEWAY_TOKEN, work / "connector", work / "connector.log",
-            {"SMSCOOL_CONNECTOR_RATE": "1000", "SMSCOOL_CONNECTOR_CONCURRENCY": "32"}).start()
+            {"SMSCOOL_CONNECTOR_RATE": "1000", "SMSCOOL_CONNECTOR_CONCURRENCY": "32"})
         stack.callback(connector.stop)
+        connector.start()
         started = time.monotonic()
         try:
             # Sends from the other system go first and are waited for, so that every
