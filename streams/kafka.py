@@ -55,6 +55,14 @@ class NotDelivered(RuntimeError):
     """Kafka did not acknowledge every record handed to the producer."""
 
 
+def position(message: Message) -> tuple[str, int, int]:
+    """A record's topic, partition and offset. Every record consumed or acknowledged has
+    them; only error events lack them, which the client's types cannot tell apart."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
 def produce_all(out: Producer, topic: str, records: Iterable[Outgoing], *,
                 on_delivery: DeliveryCallback | None = None,
                 timeout_s: float | None = 60.0) -> None:
@@ -231,11 +239,12 @@ def iter_records(
                 continue
             last_seen = time.monotonic()
             for m in batch:
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
+                error = m.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise KafkaException(m.error())
-                yield Record(m.topic(), m.partition(), m.offset(), m.timestamp()[1],
-                             m.key(), m.value())
+                    raise KafkaException(error)
+                topic_name, partition, offset = position(m)
+                yield Record(topic_name, partition, offset, m.timestamp()[1], m.key(), m.value())
     finally:
         consumer.close()
