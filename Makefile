@@ -1,10 +1,10 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv first.
+# Two commands on a fresh machine: `make demo` and `make check`. Each builds .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint clean bench chaos
+.PHONY: demo check test test-unit test-integration lint types clean bench chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ bench: $(BENCH_STAMP)
 demo: $(STAMP)
 	$(BIN)/smscool demo
 
+# What CI runs (.ci/run): the linter, the type checker, then every test.
+check: lint types test
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
@@ -41,7 +44,11 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams connectors schemas tests bench
+	$(BIN)/ruff check streams connectors schemas smscool tests bench
+
+# mypy's settings (the packages it checks) are in pyproject.toml.
+types: $(STAMP)
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,7 @@
 """The three contenders: how each is started, what it reads and writes, where its
 state lives; and the process that runs one, with its peak RSS sampled.
 
-- `sms-cooldown`: the shipped worker, `python -m streams.cli worker` (RocksDB store,
+- `sms-cooldown`: the shipped worker, `python -m smscool.cli worker` (RocksDB store,
   its own data folder). Fixed topic names: sms.triggers in, sms.decisions and
   sms.outbox out, through its internal sms-cooldown-by-number topic.
 - `textbook-faust`: `python -m faust -A bench.textbook_faust worker`.
@@ -60,7 +60,7 @@ class Contender:
 
     def command(self) -> list[str]:
         if self.name == SHIPPED:
-            return [sys.executable, "-m", "streams.cli", "worker"]
+            return [sys.executable, "-m", "smscool.cli", "worker"]
         if self.name == TEXTBOOK:
             return [sys.executable, "-m", "faust", "-A", "bench.textbook_faust", "worker",
                     "-l", "info"]

@@ -39,7 +39,7 @@ import phonenumbers
 
 from streams import codecs
 from streams.automations import Automation
-from streams.kafka import producer
+from streams.kafka import Outgoing, produce_all, producer
 from streams.rule import PASSED, AutomationTerms, NumberState, decide, decision_id_for
 
 HOUR_MS = 3_600_000
@@ -335,31 +335,17 @@ def produce_records(bootstrap: str, topic: str, records: Iterable[tuple],
     be a generator; returns how many were written."""
     out = producer(bootstrap, **{"linger.ms": 20, "queue.buffering.max.messages": 500_000,
                                  "queue.buffering.max.kbytes": 512 * 1024})
-    failed = 0
+    written = 0
 
-    def delivered(err: object, _msg: object) -> None:
-        nonlocal failed
-        if err is not None:
-            failed += 1
+    def reported() -> Iterator[Outgoing]:
+        nonlocal written
+        for record in records:
+            if progress is not None and written % 1000 == 0:
+                progress(written)
+            written += 1
+            yield record
 
-    written_count = 0
-    for i, record in enumerate(records):
-        written_count = i + 1
-        key, value = record[0], record[1]
-        timestamp = record[2] if len(record) > 2 else 0
-        while True:
-            try:
-                out.produce(topic, key=key, value=value, timestamp=timestamp,
-                            on_delivery=delivered)
-                break
-            except BufferError:
-                out.poll(0.05)
-        if i % 1000 == 0:
-            out.poll(0)
-            if progress is not None:
-                progress(i)
-    if out.flush(120) != 0 or failed:
-        raise RuntimeError(f"{topic}: {failed} records failed, or not acknowledged in 120 s")
+    produce_all(out, topic, reported(), timeout_s=120)
     if progress is not None:
-        progress(written_count)
-    return written_count
+        progress(written)
+    return written

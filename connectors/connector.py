@@ -20,6 +20,7 @@ For each send request, in order:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -44,7 +45,7 @@ from connectors.gateways import (
     OutgoingSms,
 )
 from streams import codecs, topics
-from streams.kafka import iter_records
+from streams.kafka import iter_records, position, produce_all
 from streams.kafka import producer as kafka_producer
 from streams.settings import Settings
 
@@ -123,7 +124,7 @@ class Ledger:
         """Done entries whose outcome may or may not have reached Kafka."""
         found = {}
         for key in self._db.keys(from_key=b"p:"):
-            if not key.startswith(b"p:"):
+            if not isinstance(key, bytes) or not key.startswith(b"p:"):
                 break
             decision_id = key[2:].decode()
             entry = self.get(decision_id)
@@ -219,17 +220,14 @@ class Connector:
                     future.set_exception(RuntimeError(f"not written to Kafka: {err}"))
                     return
                 if _msg.topic() == topics.SENT:
-                    partition = _msg.partition()
+                    _, partition, offset = position(_msg)
                     self._sent_from[partition] = max(
-                        self._sent_from.get(partition, 0), _msg.offset() + 1)
+                        self._sent_from.get(partition, 0), offset + 1)
                 future.set_result(None)
 
-            while True:
-                try:
-                    self._producer.produce(topic, key=key, value=value, on_delivery=delivered)
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            # `_poll_producer` serves the deliveries.
+            produce_all(self._producer, topic, [(key, value)], on_delivery=delivered,
+                        timeout_s=None)
             futures.append(future)
         await asyncio.gather(*futures)
 
@@ -398,15 +396,16 @@ class Connector:
             self._progress.pop(tp.partition, None)
 
     def _finish(self, message: Message) -> None:
-        progress = self._progress.get(message.partition())
+        topic, partition, offset = position(message)
+        progress = self._progress.get(partition)
         if progress is None:
             return
-        progress.pending.discard(message.offset())
-        progress.highest_done = max(progress.highest_done, message.offset())
+        progress.pending.discard(offset)
+        progress.highest_done = max(progress.highest_done, offset)
         assert self._consumer is not None
         try:
             self._consumer.store_offsets(offsets=[TopicPartition(
-                message.topic(), message.partition(), progress.committable())])
+                topic, partition, progress.committable())])
         except Exception as exc:  # a partition revoked meanwhile
             log.debug("offset not stored: %s", exc)
 
@@ -435,16 +434,17 @@ class Connector:
                 batch = await loop.run_in_executor(
                     kafka_thread, self._consumer.consume, max_pending - len(tasks), 0.2)
                 for message in batch:
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.error("consumer error: %s", message.error())
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.error("consumer error: %s", error)
                         continue
-                    self._progress.setdefault(message.partition(), PartitionProgress()) \
-                        .pending.add(message.offset())
+                    _, partition, offset = position(message)
+                    self._progress.setdefault(partition, PartitionProgress()).pending.add(offset)
                     task = asyncio.create_task(self._handle(message))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                    task.add_done_callback(lambda t, m=message: self._after(t, m))
+                    task.add_done_callback(functools.partial(self._after, message=message))
             if tasks:
                 await asyncio.wait(tasks, timeout=max(30.0, self.settings.connector_timeout_s))
         finally:

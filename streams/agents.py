@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class Pipeline:
     app: faust.App
     settings: Settings
-    last_sent: faust.Table
+    last_sent: faust.types.TableT
     states: NumberStates
     # Anything with send(topic, key, value, partition=None): KafkaOutputs in a worker,
     # a recorder in tests.

@@ -149,7 +149,7 @@ def skip_stall_check_while_seeking() -> None:
     verify = getattr(AIOKafkaConsumerThread, "_faust_verify_event_path",
                      AIOKafkaConsumerThread.verify_event_path)
 
-    def verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: Any) -> None:
+    def verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: Any) -> Any:
         subscription = self._ensure_consumer()._fetcher._subscriptions.subscription
         assignment = subscription.assignment if subscription else None
         state = assignment.state_value(TopicPartition(*tp)) if assignment else None

@@ -134,8 +134,8 @@ def run(settings: Settings) -> int:
     follower = CatalogFollower(catalog, settings.bootstrap_servers)
     # Deciding against a half-read catalog would call known automations unknown.
     follower.load()
-    outputs = KafkaOutputs(settings.bootstrap_servers, settings.linger_ms, **{
-        "message.max.bytes": settings.bundle_max_bytes + 100_000})
+    outputs = KafkaOutputs(settings.bootstrap_servers, settings.linger_ms,
+                           config={"message.max.bytes": settings.bundle_max_bytes + 100_000})
     ingest = Ingest(settings, catalog, outputs)
     source = consumer(settings)
     source.subscribe(list(INPUTS))

@@ -1,6 +1,7 @@
-"""confluent-kafka clients for the command line, the demo and the tests: topic
-creation and the partition-count check, a producer that partitions keys the way Faust
-and Java clients do, and a reader that collects a topic's records.
+"""confluent-kafka clients for the command line, the demo, the connector and the tests:
+topic creation and the partition-count check, a producer that partitions keys the way
+Faust and Java clients do, `produce_all` to write a list of records through it, and
+readers that collect a topic's records.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.topics import TopicSpec
@@ -35,6 +43,64 @@ def producer(bootstrap: str, **extra: object) -> Producer:
     }
     config.update(extra)
     return Producer(config)
+
+
+# A record to write: key, value and, optionally, its timestamp in epoch ms (without one,
+# or with 0, the producer's clock).
+Outgoing = tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, int]
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+class NotDelivered(RuntimeError):
+    """Kafka did not acknowledge every record handed to the producer."""
+
+
+def position(message: Message) -> tuple[str, int, int]:
+    """A record's topic, partition and offset. Every record consumed or acknowledged has
+    them; only error events lack them, which the client's types cannot tell apart."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
+def produce_all(out: Producer, topic: str, records: Iterable[Outgoing], *,
+                on_delivery: DeliveryCallback | None = None,
+                timeout_s: float | None = 60.0) -> None:
+    """Hand every record to `out`, in order, then wait up to `timeout_s` until Kafka has
+    acknowledged them all; NotDelivered if it has not, or refused one.
+
+    When librdkafka's queue is full, deliveries are served until there is room. With
+    `timeout_s=None` it returns once every record is queued: the caller keeps polling
+    `out` and learns each record's fate from `on_delivery`.
+    """
+    refused: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            refused.append(err)
+        if on_delivery is not None:
+            on_delivery(err, msg)
+
+    callback = on_delivery if timeout_s is None else delivered
+    count = 0
+    for record in records:
+        timestamp = record[2] if len(record) > 2 else 0
+        while True:
+            try:
+                out.produce(topic, key=record[0], value=record[1], timestamp=timestamp,
+                            on_delivery=callback)
+                break
+            except BufferError:
+                out.poll(0.05)
+        out.poll(0)
+        count += 1
+    if timeout_s is None:
+        return
+    left = out.flush(timeout_s)
+    if left:
+        raise NotDelivered(f"{topic}: {left} records not acknowledged within {timeout_s} s")
+    if refused:
+        raise NotDelivered(f"{topic}: {len(refused)} of {count} records refused: {refused[0]}")
 
 
 def partition_counts(bootstrap: str, timeout_s: float = 10.0) -> dict[str, int]:
@@ -134,6 +200,18 @@ def read_records(
     return records
 
 
+def wait_for(bootstrap: str, topic: str, done: Callable[[list[Record]], bool],
+             timeout_s: float) -> list[Record]:
+    """Read `topic` from the start, waiting for new records, until `done(records)`;
+    TimeoutError when that does not happen within `timeout_s`."""
+    records: list[Record] = []
+    for record in iter_records(bootstrap, topic, follow=True, timeout_s=timeout_s):
+        records.append(record)
+        if done(records):
+            return records
+    raise TimeoutError(f"{topic}: gave up after {timeout_s} s with {len(records)} records")
+
+
 def iter_records(
     bootstrap: str, topic: str, *, idle_s: float = 1.0, timeout_s: float = 60.0,
     follow: bool = False, start: dict[int, int] | None = None,
@@ -161,11 +239,12 @@ def iter_records(
                 continue
             last_seen = time.monotonic()
             for m in batch:
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
+                error = m.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise KafkaException(m.error())
-                yield Record(m.topic(), m.partition(), m.offset(), m.timestamp()[1],
-                             m.key(), m.value())
+                    raise KafkaException(error)
+                topic_name, partition, offset = position(m)
+                yield Record(topic_name, partition, offset, m.timestamp()[1], m.key(), m.value())
     finally:
         consumer.close()

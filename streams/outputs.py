@@ -30,12 +30,12 @@ class KafkaOutputs:
     """One librdkafka producer; `acknowledged` follows the topic `offsets_of`."""
 
     def __init__(self, bootstrap: str, linger_ms: int, *, offsets_of: str | None = None,
-                 **config: object) -> None:
+                 config: dict[str, object] | None = None) -> None:
         self._producer = kafka.producer(bootstrap, **{
             "linger.ms": linger_ms,
             "acks": "all",
             "queue.buffering.max.messages": 1_000_000,
-            **config,
+            **(config or {}),
         })
         self._failure: str | None = None
         self._offsets_of = offsets_of

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 DAY_NAMES: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_DAYS: frozenset[int] = frozenset(range(7))
@@ -265,7 +266,7 @@ def _region_zones(region: str) -> frozenset[str]:
     """
     code = phonenumbers.country_code_for_region(region)
     zones: set[str] = set()
-    for prefix, prefix_zones in phone_timezones.TIMEZONE_DATA.items():
+    for prefix, prefix_zones in TIMEZONE_DATA.items():
         if prefix.startswith(str(code)):
             zones.update(prefix_zones)
     for other in phonenumbers.region_codes_for_country_code(code):

@@ -39,34 +39,25 @@ def _die_with_parent() -> None:
 
 
 class IngestSupervisor:
-    """Keeps the ingest child running until `stop`."""
+    """Keeps the ingest child running until its task is cancelled (the worker stops)."""
 
     def __init__(self) -> None:
         self._child: asyncio.subprocess.Process | None = None
-        self._stopping = False
 
     async def run(self) -> None:
         restarts = 0
         try:
-            while not self._stopping:
+            while True:
                 self._child = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "streams.ingest", preexec_fn=_die_with_parent)
                 log.info("ingest started (pid %d)", self._child.pid)
                 code = await self._child.wait()
-                if self._stopping:
-                    return
                 delay = RESTART_DELAY_S[min(restarts, len(RESTART_DELAY_S) - 1)]
                 log.error("ingest exited with %s; restarting it in %.0f s", code, delay)
                 restarts += 1
                 await asyncio.sleep(delay)
         finally:
-            self._stopping = True
             await self._stop_child()
-
-    def stop(self) -> None:
-        self._stopping = True
-        if self._child is not None and self._child.returncode is None:
-            self._child.send_signal(signal.SIGTERM)
 
     async def _stop_child(self) -> None:
         child = self._child
@@ -106,10 +97,6 @@ def run(settings: Settings) -> int:
     @app.task
     async def ingest() -> None:
         await supervisor.run()
-
-    @app.on_before_shutdown.connect
-    async def stop_ingest(_app: faust.App, **_: object) -> None:
-        supervisor.stop()
 
     worker = faust.Worker(app, loglevel=settings.log_level)
     worker.execute_from_commandline()

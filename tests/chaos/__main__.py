@@ -23,13 +23,13 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from smscool.processes import FakeGatewayProcess
 from streams import codecs, topics
 from streams.automations import publish_automation
 from streams.broker import EmbeddedBroker
 from streams.bundles import decode_bundle
 from streams.ingest import group_id as ingest_group
 from streams.kafka import ensure_topics, iter_records, producer
-from streams.processes import FakeGatewayProcess
 from streams.records import SENT_EVENT
 from tests.chaos.check import Findings, check
 from tests.chaos.faults import FaultLoop, Services

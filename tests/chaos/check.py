@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from smscool.processes import FakeGatewayProcess
 from streams import codecs, topics
 from streams.kafka import iter_records
-from streams.processes import FakeGatewayProcess
 from tests.chaos.workload import AUTOMATIONS
 from tests.integration.model import CooldownModel, e164, read_sent, read_trigger
-from tests.integration.test_connector import fake_get
 
 
 @dataclass
@@ -93,7 +92,7 @@ def check(bootstrap: str, gateway: FakeGatewayProcess) -> Findings:
         if dead["source_topic"] == topics.OUTBOX and dead["value"]:
             dead_sends.add(codecs.SEND_REQUEST.decode(dead["value"])["decision_id"])
             f.given_up += dead["reason"] == "gateway_gave_up"
-    accepted = fake_get(gateway, "accepted")
+    accepted = gateway.recorded("accepted")
     f.accepted = len(accepted)
     times_accepted = Counter(a["userref"] for a in accepted)
     f.given_up_but_sent = len(dead_sends & set(times_accepted))

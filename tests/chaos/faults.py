@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.processes import ConnectorProcess, FakeGatewayProcess, WorkerProcess
+from smscool.processes import ConnectorProcess, FakeGatewayProcess, WorkerProcess
 
 TOKEN = "chaos-token"
 

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from smscool.processes import WorkerProcess
 from streams import topics
 from streams.kafka import ensure_topics
-from streams.processes import WorkerProcess
-
-PARTITIONS = 4
-APP_ID = "sms-cooldown"
+from tests.helpers import APP_ID, PARTITIONS
 
 
 @pytest.fixture
@@ -61,10 +59,3 @@ def start_worker(bootstrap: str, tmp_path: Path) -> Iterator[WorkerFactory]:
     yield start
     for worker in started:
         worker.stop()
-
-
-def worker_logs(tmp_path: Path, tail: int = 4000) -> str:
-    return "\n".join(
-        f"--- {log.name}\n{log.read_text(errors='replace')[-tail:]}"
-        for log in sorted(tmp_path.glob("worker-*.log"))
-    )

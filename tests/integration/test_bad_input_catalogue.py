@@ -14,12 +14,10 @@ from confluent_kafka import Producer
 
 from streams import codecs, topics
 from streams.automations import publish_automation
-from streams.demo import produce
-from streams.kafka import iter_records, producer
-
-from .conftest import PARTITIONS, worker_logs
-from .test_pipeline import BAD_AUTOMATIONS as AUTOMATIONS
-from .test_pipeline import _trigger, decisions_by_event, now_ms
+from streams.kafka import iter_records, produce_all, producer
+from tests.helpers import BAD_AUTOMATIONS as AUTOMATIONS
+from tests.helpers import PARTITIONS, decisions_by_event, now_ms, worker_logs
+from tests.helpers import trigger as trigger_fields
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +25,7 @@ YEAR_MS = 365 * 86_400_000
 
 
 def trigger(event_id: str, phone: str, at: int, **over) -> bytes:
-    return codecs.TRIGGER.encode(_trigger(event_id, phone, at, **over))
+    return codecs.TRIGGER.encode(trigger_fields(event_id, phone, at, **over))
 
 
 @dataclass
@@ -124,22 +122,18 @@ def test_every_bad_input_gets_a_reason_and_good_input_keeps_flowing(
         records.append((b"g", trigger(f"good-{i}", f"+45 20 12 {i:02d} 34", at), at))
         records.append((case.key, case.value, at))
     big = producer(bootstrap, **{"message.max.bytes": 4_000_000})
-    for key, value, timestamp in records:
-        big.produce(topics.TRIGGERS, key=key, value=value, timestamp=timestamp)
-    assert big.flush(60) == 0
+    produce_all(big, topics.TRIGGERS, records)
 
     # The same number twice: once with the murmur2 partitioner, once with librdkafka's
     # default; the second lands on another partition and must still meet the cooldown.
     key = wrong_partition_key()
-    produce(bootstrap, topics.TRIGGERS, [(key, trigger("partitioned-right", key.decode(), at),
-                                          at)])
-    default = Producer({"bootstrap.servers": bootstrap})
+    produce_all(producer(bootstrap), topics.TRIGGERS,
+                [(key, trigger("partitioned-right", key.decode(), at), at)])
     delivered = []
-    default.produce(topics.TRIGGERS, key=key,
-                    value=trigger("partitioned-wrong", key.decode(), at), timestamp=at,
-                    on_delivery=lambda err, msg: delivered.append((err, msg.partition())))
-    assert default.flush(30) == 0 and delivered[0][0] is None
-    assert delivered[0][1] == zlib.crc32(key) % PARTITIONS
+    produce_all(Producer({"bootstrap.servers": bootstrap}), topics.TRIGGERS,
+                [(key, trigger("partitioned-wrong", key.decode(), at), at)],
+                on_delivery=lambda err, msg: delivered.append(msg.partition()), timeout_s=30)
+    assert delivered == [zlib.crc32(key) % PARTITIONS]
 
     decided = {c.label for c in cases if not c.expect.startswith("dead:")}
     wanted = len(good) + len(decided) + 2

@@ -12,22 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from smscool.processes import ConnectorProcess, FakeGatewayProcess
 from streams import codecs, topics
 from streams.automations import Automation, publish_automation
-from streams.demo import produce, wait_for
-from streams.kafka import iter_records
-from streams.processes import ConnectorProcess, FakeGatewayProcess
-
-from .test_pipeline import _trigger, decisions_by_event, now_ms
+from streams.kafka import iter_records, produce_all, producer, wait_for
+from tests.helpers import decisions_by_event, now_ms, trigger
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-token"
-
-
-def fake_get(gateway: FakeGatewayProcess, what: str) -> list[dict]:
-    with urllib.request.urlopen(f"{gateway.url}/_fake/{what}", timeout=10) as answer:
-        return json.loads(answer.read())
 
 
 def fake_faults(gateway: FakeGatewayProcess, **faults: float) -> None:
@@ -93,7 +86,7 @@ def test_faults_and_kills_send_each_decision_once(bootstrap, start_gateway, star
                             timeout_delay=2.0, retry_after=1)
     env = {"SMSCOOL_CONNECTOR_RATE": str(rate), "SMSCOOL_CONNECTOR_TIMEOUT_S": "1",
            "SMSCOOL_CONNECTOR_CONCURRENCY": "32"}
-    produce(bootstrap, topics.OUTBOX, [
+    produce_all(producer(bootstrap), topics.OUTBOX, [
         (r["e164"].encode(), codecs.SEND_REQUEST.encode(r), now_ms())
         for r in requests + replays])
 
@@ -101,7 +94,7 @@ def test_faults_and_kills_send_each_decision_once(bootstrap, start_gateway, star
     kills = 0
     for share in (0.3, 0.6):
         deadline = time.monotonic() + 120
-        while len(fake_get(gateway, "accepted")) < share * n:
+        while len(gateway.recorded("accepted")) < share * n:
             assert connector.alive(), connector.log_tail()
             assert time.monotonic() < deadline, "the connector made no progress"
             time.sleep(0.2)
@@ -122,7 +115,7 @@ def test_faults_and_kills_send_each_decision_once(bootstrap, start_gateway, star
         pytest.fail(f"not every request got an outcome\n{connector.log_tail()}")
     connector.stop()
 
-    accepted_by_gateway = Counter(a["userref"] for a in fake_get(gateway, "accepted"))
+    accepted_by_gateway = Counter(a["userref"] for a in gateway.recorded("accepted"))
     duplicates = {d for d, count in accepted_by_gateway.items() if count > 1}
     # A decision id the gateway accepted twice must be one whose first attempt the
     # connector could not know the fate of: a timeout, or a kill with it in flight.
@@ -144,7 +137,7 @@ def test_faults_and_kills_send_each_decision_once(bootstrap, start_gateway, star
             assert dead_ids.get(d) in ("gateway_rejected", "gateway_gave_up"), d
     assert by_outcome["failed"], "the fault mix should include refusals"
 
-    arrivals = [r["at"] for r in fake_get(gateway, "requests")]
+    arrivals = [r["at"] for r in gateway.recorded("requests")]
     busiest_second = max_in_any_window(arrivals)
     assert busiest_second <= rate
 
@@ -182,20 +175,20 @@ def test_trigger_to_sms_and_back_into_the_cooldown(bootstrap, start_worker, star
 
     # A trigger from 70 s ago passes; its SMS goes out now.
     first_at = now_ms() - 70_000
-    produce(bootstrap, topics.TRIGGERS, [
-        (b"c1", codecs.TRIGGER.encode(_trigger("first", "20 12 34 56", first_at)), first_at)])
+    produce_all(producer(bootstrap), topics.TRIGGERS, [
+        (b"c1", codecs.TRIGGER.encode(trigger("first", "20 12 34 56", first_at)), first_at)])
     assert decisions_by_event(bootstrap, 1, 120)["first"][0]["outcome"] == "passed"
     sent = wait_for(bootstrap, topics.SENT, lambda rs: len(rs) >= 1, 120)
     sent_at = codecs.SENT.decode(sent[0].value)["sent_at_ms"]
-    (accepted,) = fake_get(gateway, "accepted")
+    (accepted,) = gateway.recorded("accepted")
     assert accepted["msisdn"] == 4520123456 and accepted["message"] == "Welcome, Ada!"
 
     # 70 s after the first trigger its reservation no longer holds the number back,
     # but the SMS that really went out a moment ago does.
     second_at = now_ms()
     assert second_at - first_at >= WELCOME.cooldown_ms
-    produce(bootstrap, topics.TRIGGERS, [
-        (b"c1", codecs.TRIGGER.encode(_trigger("second", number, second_at)), second_at)])
+    produce_all(producer(bootstrap), topics.TRIGGERS, [
+        (b"c1", codecs.TRIGGER.encode(trigger("second", number, second_at)), second_at)])
     second = decisions_by_event(bootstrap, 2, 120)["second"][0]
     assert second["outcome"] == "suppressed_cooldown"
     assert (second["cause_at_ms"], second["cause_origin"]) == (sent_at, "welcome")
@@ -204,8 +197,8 @@ def test_trigger_to_sms_and_back_into_the_cooldown(bootstrap, start_worker, star
     fake_faults(gateway, p400=1.0)
     other = "+4520123457"
     at = now_ms()
-    produce(bootstrap, topics.TRIGGERS, [
-        (b"c2", codecs.TRIGGER.encode(_trigger("refused", other, at)), at)])
+    produce_all(producer(bootstrap), topics.TRIGGERS, [
+        (b"c2", codecs.TRIGGER.encode(trigger("refused", other, at)), at)])
     assert decisions_by_event(bootstrap, 3, 120)["refused"][0]["outcome"] == "passed"
     wait_for(bootstrap, topics.DELIVERY,
              lambda rs: codecs.DELIVERY_OUTCOME.decode(rs[-1].value)["outcome"] == "failed", 120)
@@ -214,8 +207,8 @@ def test_trigger_to_sms_and_back_into_the_cooldown(bootstrap, start_worker, star
     for i in range(100):
         assert time.monotonic() < deadline, "the refused send's reservation was not released"
         at = now_ms()
-        produce(bootstrap, topics.TRIGGERS, [
-            (b"c2", codecs.TRIGGER.encode(_trigger(f"retry-{i}", other, at)), at)])
+        produce_all(producer(bootstrap), topics.TRIGGERS, [
+            (b"c2", codecs.TRIGGER.encode(trigger(f"retry-{i}", other, at)), at)])
         decision = decisions_by_event(bootstrap, 4 + i, 60)[f"retry-{i}"][0]
         if decision["outcome"] == "passed":
             break

@@ -8,29 +8,31 @@ import random
 import shutil
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from rocksdict import AccessType, Options, Rdict
 
 from bench.workload import danish_numbers
+from smscool.scenario import Scenario, scenario
 from streams import codecs, topics
-from streams.automations import Automation, publish_automation
+from streams.automations import publish_automation
 from streams.bundles import events_seen
-from streams.demo import Scenario, produce, scenario, wait_for
-from streams.kafka import iter_records, producer
+from streams.kafka import iter_records, produce_all, producer, wait_for
 from streams.rule import LastSend, NumberState
 from streams.state import decode_state, encode_state
-
-from .conftest import APP_ID, PARTITIONS, worker_logs
-from .model import CooldownModel, decision_id, read_sent
+from tests.helpers import (
+    APP_ID,
+    BAD_AUTOMATIONS,
+    PARTITIONS,
+    decisions_by_event,
+    now_ms,
+    trigger,
+    worker_logs,
+)
+from tests.integration.model import CooldownModel, decision_id, read_sent
 
 pytestmark = pytest.mark.integration
-
-
-def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def expected_outcomes(sc: Scenario) -> tuple[CooldownModel, dict[str, object], int]:
@@ -53,29 +55,11 @@ def expected_outcomes(sc: Scenario) -> tuple[CooldownModel, dict[str, object], i
 def feed(bootstrap: str, sc: Scenario) -> None:
     for automation in sc.automations:
         publish_automation(bootstrap, automation)
-    produce(bootstrap, topics.SENT, sc.sends)
+    produce_all(producer(bootstrap), topics.SENT, sc.sends)
     # Outside sends first, and waited for: then every trigger is decided knowing them,
     # whatever the order of partitions.
     wait_for(bootstrap, topics.BY_NUMBER, events_seen(len(sc.sends)), 90)
-    produce(bootstrap, topics.TRIGGERS, sc.triggers)
-
-
-def decisions_by_event(bootstrap: str, wanted: int, timeout_s: float) -> dict[str, list[dict]]:
-    """Every decision record, grouped by event id, once `wanted` events have one."""
-    by_event: dict[str, list[dict]] = defaultdict(list)
-
-    def enough(records: list) -> bool:
-        d = codecs.DECISION.decode(records[-1].value)
-        by_event[d["event_id"]].append(d)
-        return len(by_event) >= wanted
-
-    wait_for(bootstrap, topics.DECISIONS, enough, timeout_s)
-    # Read again from the start to catch any late duplicate of a replayed trigger.
-    by_event.clear()
-    for record in iter_records(bootstrap, topics.DECISIONS, idle_s=2.0):
-        d = codecs.DECISION.decode(record.value)
-        by_event[d["event_id"]].append(d)
-    return by_event
+    produce_all(producer(bootstrap), topics.TRIGGERS, sc.triggers)
 
 
 def outbox(bootstrap: str) -> list[dict]:
@@ -205,16 +189,14 @@ def test_a_worker_without_its_data_folder_rebuilds_the_whole_changelog(
                sent_at) for i, phone in enumerate(phones)]
     with_batches = producer(bootstrap, **{"linger.ms": 200})
     for start in range(0, len(states), 100):
-        for key, value, at in states[start:start + 100]:
-            with_batches.produce(topics.changelog_topic(APP_ID), key=key, value=value,
-                                 timestamp=at)
-        assert with_batches.flush(30) == 0
+        produce_all(with_batches, topics.changelog_topic(APP_ID), states[start:start + 100],
+                    timeout_s=30)
 
     # The triggers wait for the worker: it fetches them while it rebuilds the table.
     at = now_ms()
-    produce(bootstrap, topics.TRIGGERS,
-            [(phone.encode(), codecs.TRIGGER.encode(_trigger(f"t-{i}", phone, at)), at)
-             for i, phone in enumerate(phones)])
+    produce_all(producer(bootstrap), topics.TRIGGERS,
+                [(phone.encode(), codecs.TRIGGER.encode(trigger(f"t-{i}", phone, at)), at)
+                 for i, phone in enumerate(phones)])
     start_worker(data_dir=tmp_path / "state")
     by_event = decisions_by_event(bootstrap, len(phones), timeout_s=180)
     passed = sorted(e for e, ds in by_event.items() if ds[-1]["outcome"] == "passed")
@@ -234,9 +216,9 @@ def test_the_store_keeps_its_changelog_offsets_and_a_new_worker_rebuilds_what_it
     publish_automation(bootstrap, welcome)
     phones = danish_numbers(random.Random(11), 400)
     at = now_ms()
-    produce(bootstrap, topics.TRIGGERS,
-            [(None, codecs.TRIGGER.encode(_trigger(f"a-{i}", phone, at)), at)
-             for i, phone in enumerate(phones)])
+    produce_all(producer(bootstrap), topics.TRIGGERS,
+                [(None, codecs.TRIGGER.encode(trigger(f"a-{i}", phone, at)), at)
+                 for i, phone in enumerate(phones)])
     first = start_worker(data_dir=tmp_path / "first")
     first_decisions = decisions_by_event(bootstrap, len(phones), timeout_s=180)
     assert {ds[0]["outcome"] for ds in first_decisions.values()} == {"passed"}
@@ -265,9 +247,9 @@ def test_the_store_keeps_its_changelog_offsets_and_a_new_worker_rebuilds_what_it
     shutil.rmtree(tmp_path / "first")
     start_worker(data_dir=tmp_path / "second")
     later = now_ms()
-    produce(bootstrap, topics.TRIGGERS,
-            [(None, codecs.TRIGGER.encode(_trigger(f"b-{i}", phone, later)), later)
-             for i, phone in enumerate(phones)])
+    produce_all(producer(bootstrap), topics.TRIGGERS,
+                [(None, codecs.TRIGGER.encode(trigger(f"b-{i}", phone, later)), later)
+                 for i, phone in enumerate(phones)])
     by_event = decisions_by_event(bootstrap, 2 * len(phones), timeout_s=180)
     second = [ds[0] for event_id, ds in by_event.items() if event_id.startswith("b-")]
     assert len(second) == len(phones)
@@ -277,56 +259,41 @@ def test_the_store_keeps_its_changelog_offsets_and_a_new_worker_rebuilds_what_it
     assert {d["cause_ref"] for d in second} == first_ids
 
 
-BAD_AUTOMATIONS = [
-    Automation("welcome", "Welcome", country="DK", event_type="signup",
-               message="Welcome, {name}!", sender="Shop", cooldown_enabled=True,
-               cooldown_ms=3_600_000),
-    Automation("paused", "Paused", country="DK", event_type="paused_event",
-               message="Hi", sender="Shop", enabled=False),
-]
-
-
-def _trigger(event_id: str, phone: str, at: int, **over) -> dict:
-    return {"event_id": event_id, "automation_id": None, "event_type": "signup",
-            "segment": None, "phone": phone, "occurred_at_ms": at,
-            "attributes": {"name": "Ada"}, **over}
-
-
 def test_bad_input_is_dead_lettered_or_decided_and_good_input_keeps_flowing(
         bootstrap, start_worker, tmp_path):
     at = now_ms()
     good = [f"+45 20 12 {i:02d} 34" for i in range(40)]
     bad: list[tuple[str, bytes | None, str]] = [  # label, value, expected reason
         ("garbage", b"\x8f\x00\xffnot avro at all", "undecodable"),
-        ("truncated", codecs.TRIGGER.encode(_trigger("t-trunc", "+4520000000", at))[:-4],
+        ("truncated", codecs.TRIGGER.encode(trigger("t-trunc", "+4520000000", at))[:-4],
          "undecodable"),
         ("missing", json.dumps({"event_id": "t-missing", "occurred_at_ms": at}).encode(),
          "invalid_record"),
-        ("mistyped", json.dumps(_trigger("t-mistyped", "+4520000000", "yesterday")).encode(),
+        ("mistyped", json.dumps(trigger("t-mistyped", "+4520000000", "yesterday")).encode(),
          "invalid_record"),
         ("tombstone", None, "tombstone"),
-        ("letters", codecs.TRIGGER.encode(_trigger("t-letters", "+1 412 535 abcd", at)),
+        ("letters", codecs.TRIGGER.encode(trigger("t-letters", "+1 412 535 abcd", at)),
          "invalid_number"),
-        ("short", codecs.TRIGGER.encode(_trigger("t-short", "2012", at)), "invalid_number"),
+        ("short", codecs.TRIGGER.encode(trigger("t-short", "2012", at)), "invalid_number"),
         ("unknown", codecs.TRIGGER.encode(
-            _trigger("t-unknown", "+4520123456", at, automation_id="nope")), "unknown_automation"),
+            trigger("t-unknown", "+4520123456", at, automation_id="nope")), "unknown_automation"),
         ("disabled", codecs.TRIGGER.encode(
-            _trigger("t-disabled", "+4520123456", at, event_type="paused_event")),
+            trigger("t-disabled", "+4520123456", at, event_type="paused_event")),
          "automation_disabled"),
         ("future", codecs.TRIGGER.encode(
-            _trigger("t-future", "+4520123456", at + 86_400_000)), "future_trigger"),
+            trigger("t-future", "+4520123456", at + 86_400_000)), "future_trigger"),
         ("ancient", codecs.TRIGGER.encode(
-            _trigger("t-ancient", "+4520123456", at - 3 * 365 * 86_400_000)), "stale_trigger"),
+            trigger("t-ancient", "+4520123456", at - 3 * 365 * 86_400_000)), "stale_trigger"),
     ]
     records = []
     for i, phone in enumerate(good):
-        records.append((b"good", codecs.TRIGGER.encode(_trigger(f"g-{i}", phone, at)), at))
+        records.append((b"good", codecs.TRIGGER.encode(trigger(f"g-{i}", phone, at)), at))
         if i < len(bad):
             records.append((b"bad", bad[i][1], at))
     for automation in BAD_AUTOMATIONS:
         publish_automation(bootstrap, automation)
     worker = start_worker()
-    produce(bootstrap, topics.TRIGGERS, records)
+    produce_all(producer(bootstrap), topics.TRIGGERS, records)
 
     decided_events = len(good) + sum(1 for *_, r in bad if r not in
                                      ("undecodable", "invalid_record", "tombstone"))
@@ -356,16 +323,16 @@ def test_an_automation_update_reaches_the_running_worker(bootstrap, start_worker
     publish_automation(bootstrap, BAD_AUTOMATIONS[0])
     start_worker()
     at = now_ms()
-    produce(bootstrap, topics.TRIGGERS,
-            [(b"k", codecs.TRIGGER.encode(_trigger("before", "+4520123456", at)), at)])
+    produce_all(producer(bootstrap), topics.TRIGGERS,
+                [(b"k", codecs.TRIGGER.encode(trigger("before", "+4520123456", at)), at)])
     assert decisions_by_event(bootstrap, 1, 120)["before"][0]["outcome"] == "passed"
 
     publish_automation(bootstrap, BAD_AUTOMATIONS[0].updated(enabled=False))
     deadline = time.monotonic() + 60
     for i in range(1000):
         assert time.monotonic() < deadline, "the update never reached the worker"
-        value = codecs.TRIGGER.encode(_trigger(f"after-{i}", f"+452012{i:04d}", now_ms()))
-        produce(bootstrap, topics.TRIGGERS, [(b"k", value, now_ms())])
+        value = codecs.TRIGGER.encode(trigger(f"after-{i}", f"+452012{i:04d}", now_ms()))
+        produce_all(producer(bootstrap), topics.TRIGGERS, [(b"k", value, now_ms())])
         decision = decisions_by_event(bootstrap, i + 2, 60)[f"after-{i}"][0]
         if decision["outcome"] == "automation_disabled":
             break

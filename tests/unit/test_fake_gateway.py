@@ -13,9 +13,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from fake_gateway_session import run_with_fake
 
 from connectors.fake_gateway import FakeGateway
+from tests.helpers import run_with_fake
 
 TOKEN = "fake-secret"
 AUTH = {"Authorization": f"Token {TOKEN}"}

@@ -9,7 +9,6 @@ from functools import partial
 
 import aiohttp
 import pytest
-from fake_gateway_session import run_with_fake
 
 from connectors.gateways import (
     ACCEPTED,
@@ -28,6 +27,7 @@ from connectors.gateways import (
     parse_retry_after,
     scrub,
 )
+from tests.helpers import run_with_fake
 
 TOKEN = "tok-secret-123"
 SMS = OutgoingSms(decision_id="d-7f3a", e164="+4520123456", text="Hej! 20% off", sender="Shop")

@@ -1,14 +1,54 @@
 """`smscool` commands in child processes, for the demo and the tests: a worker, the
 gateway connector, the fake gateway. Each writes its output to a log file of its own
-and runs in a session of its own, so that a SIGKILL hits it alone."""
+and runs in a session of its own, so that a SIGKILL hits it alone — and so that neither
+Ctrl-C nor a SIGTERM of the parent reaches it: the parent stops its children itself,
+within `stop_on_signals`."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT arrived: raised wherever the main thread was, so that unwinding
+    stops every child it started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT raise `Stopped`. Only the first: the block
+    then unwinds with both ignored, so that a second signal cannot cut a child's stop
+    short and leave it running. The previous handlers come back on leaving."""
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        for other in STOP_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 class ServiceProcess:
@@ -21,7 +61,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", *self.command],
+                [sys.executable, "-m", "smscool.cli", *self.command],
                 env={**os.environ, **self.env},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
@@ -94,3 +134,8 @@ class FakeGatewayProcess(ServiceProcess):
                     return self
             time.sleep(0.05)
         raise RuntimeError(f"the fake gateway did not start:\n{self.log_tail()}")
+
+    def recorded(self, what: str) -> list[dict]:
+        """What the fake gateway noted: "requests" (every HTTP request) or "accepted"."""
+        with urllib.request.urlopen(f"{self.url}/_fake/{what}", timeout=10) as answer:
+            return json.loads(answer.read())

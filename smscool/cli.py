@@ -19,18 +19,22 @@ def _settings() -> Settings:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
+    from smscool.processes import Stopped, stop_on_signals
     from streams.broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(port=args.port, log=None if args.quiet else sys.stderr.buffer).start()
-    print(f"embedded broker listening: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}",
-          flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        broker.stop()
+    broker = EmbeddedBroker(port=args.port, log=None if args.quiet else sys.stderr.buffer)
+    # Ctrl-C and SIGTERM alike stop the broker, which runs in a session of its own.
+    with stop_on_signals():
+        try:
+            broker.start()
+            print(f"embedded broker listening: KAFKA_BOOTSTRAP_SERVERS="
+                  f"{broker.bootstrap_servers}", flush=True)
+            while True:
+                time.sleep(3600)
+        except Stopped:
+            pass
+        finally:
+            broker.stop()
     return 0
 
 
@@ -182,7 +186,7 @@ def cmd_connector(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streams.demo import run_demo
+    from smscool.demo import run_demo
 
     return run_demo(triggers=args.triggers, numbers=args.numbers, seed=args.seed)
 

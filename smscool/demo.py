@@ -1,0 +1,177 @@
+"""The demo: the whole pipeline on the embedded broker, with a day of realistic input.
+
+`run_demo` starts a broker (unless KAFKA_BOOTSTRAP_SERVERS is given), a worker, the
+gateway connector and a fake SMS gateway, feeds the scenario of `smscool.scenario`,
+waits until every trigger is decided and every passed SMS answered, prints what
+happened and stops them all — also when Ctrl-C or SIGTERM cuts it short.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from smscool.processes import (
+    ConnectorProcess,
+    FakeGatewayProcess,
+    Stopped,
+    WorkerProcess,
+    stop_on_signals,
+)
+from smscool.scenario import OUTSIDE_SYSTEM, Scenario, scenario
+from streams import codecs, topics
+from streams.automations import publish_automation
+from streams.bundles import events_seen
+from streams.kafka import (
+    NotDelivered,
+    Record,
+    ensure_topics,
+    iter_records,
+    produce_all,
+    producer,
+    wait_for,
+)
+from streams.settings import Settings
+
+
+def _ago(ms: int) -> str:
+    minutes = ms // 60_000
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _print_summary(sc: Scenario, decisions: list[dict], dead: list[dict], outbox: int,
+                   elapsed_s: float, tag: Callable[[str], str]) -> None:
+    by_outcome = Counter(d["outcome"] for d in decisions)
+    print(f"\nsms-cooldown demo: {len(sc.triggers)} triggers for {len(sc.e164_of)} customers "
+          f"over one day, {len(sc.sends)} SMS sent by '{OUTSIDE_SYSTEM}', "
+          f"{len(sc.automations)} automations")
+    rows = [
+        ("triggers read", len(sc.triggers)),
+        ("passed, to sms.outbox", by_outcome.pop("passed", 0)),
+        ("suppressed by cooldown", by_outcome.pop("suppressed_cooldown", 0)),
+        ("dropped: outside the sending window", by_outcome.pop("outside_window", 0)),
+        ("dropped: automation disabled", by_outcome.pop("automation_disabled", 0)),
+        ("invalid number", by_outcome.pop("invalid_number", 0)),
+        ("no automation for the event", by_outcome.pop("no_matching_automation", 0)),
+        ("unknown automation", by_outcome.pop("unknown_automation", 0)),
+        *((f"other: {k}", v) for k, v in sorted(by_outcome.items())),
+        ("unreadable, to sms.deadletter", len(dead)),
+    ]
+    for label, count in rows:
+        print(f"  {label:38} {count:6}")
+    print(f"  {'send requests on sms.outbox':38} {outbox:6}")
+    suppressed = [d for d in decisions if d["outcome"] == "suppressed_cooldown"]
+    external = [d for d in suppressed if d["cause_origin"] == OUTSIDE_SYSTEM][:1]
+    internal = [d for d in suppressed if d["cause_origin"] != OUTSIDE_SYSTEM][:1]
+    for d in external + internal:
+        print(f"  e.g. {d['event_id']} ({d['automation_id']}, number {tag(d['e164'])}) was "
+              f"suppressed: an SMS from {d['cause_origin']} reached it "
+              f"{_ago(d['decided_at_ms'] - d['cause_at_ms'])} earlier (ref {d['cause_ref']})")
+    print(f"  {'decided and sent in':38} {elapsed_s:6.1f} s")
+
+
+DEMO_GATEWAY_TOKEN = "demo-token"
+# A gateway that misbehaves a little, so the demo shows retries and refusals.
+DEMO_GATEWAY_FAULTS = {"p500": 0.02, "p429": 0.01, "p400": 0.003, "retry_after": 0.5}
+
+
+def run_demo(triggers: int, numbers: int, seed: int) -> int:
+    try:
+        # Ctrl-C and SIGTERM alike: everything the demo started is stopped on the way out.
+        with stop_on_signals():
+            return _run(triggers, numbers, seed)
+    except Stopped as exc:
+        print(f"demo stopped by {exc}; the processes it started are stopped", file=sys.stderr)
+        return 128 + exc.signum
+
+
+def _run(triggers: int, numbers: int, seed: int) -> int:
+    from contextlib import ExitStack
+
+    from streams.broker import EmbeddedBroker
+
+    settings = Settings.from_env()
+    work = Path(tempfile.mkdtemp(prefix="smscool-demo-"))
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, True)
+        bootstrap = settings.bootstrap_servers
+        if not bootstrap:
+            # Each stop is registered before its start, which a signal may interrupt.
+            broker = EmbeddedBroker(log=(work / "broker.log").open("wb"))
+            stack.callback(broker.stop)
+            broker.start()
+            bootstrap = broker.bootstrap_servers
+            print(f"embedded broker on {bootstrap}")
+        ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        sc = scenario(seed, triggers, numbers, now_ms)
+        for automation in sc.automations:
+            publish_automation(bootstrap, automation)
+        gateway = FakeGatewayProcess(work / "gateway.log", DEMO_GATEWAY_TOKEN,
+                                     DEMO_GATEWAY_FAULTS, seed=seed)
+        stack.callback(gateway.stop)
+        gateway.start()
+        print(f"{len(sc.automations)} automations on {topics.AUTOMATIONS}; fake SMS gateway on "
+              f"{gateway.url}; starting a worker and the connector")
+        worker = WorkerProcess(bootstrap, work / "data", work / "worker.log")
+        stack.callback(worker.stop)
+        worker.start()
+        connector = ConnectorProcess(
+            bootstrap, gateway.url, DEMO_GATEWAY_TOKEN, work / "connector", work / "connector.log",
+            {"SMSCOOL_CONNECTOR_RATE": "1000", "SMSCOOL_CONNECTOR_CONCURRENCY": "32"})
+        stack.callback(connector.stop)
+        connector.start()
+        started = time.monotonic()
+        try:
+            # Sends from the other system go first and are waited for, so that every
+            # trigger of the day is decided knowing them.
+            produce_all(producer(bootstrap), topics.SENT, sc.sends)
+            wait_for(bootstrap, topics.BY_NUMBER, events_seen(len(sc.sends)), 60)
+            produce_all(producer(bootstrap), topics.TRIGGERS, sc.triggers)
+            print(f"{len(sc.triggers)} triggers on {topics.TRIGGERS}; waiting for decisions")
+            decided: dict[str, dict] = {}
+
+            def collect_decision(records: list[Record]) -> bool:
+                d = codecs.DECISION.decode(records[-1].value)
+                decided.setdefault(d["event_id"], d)
+                # Each readable trigger answers at most one automation here, so it
+                # gets exactly one decision; the garbage ones go to the dead letters.
+                return len(decided) + sc.garbage >= len(sc.triggers)
+
+            wait_for(bootstrap, topics.DECISIONS, collect_decision, 120)
+            passed = sum(d["outcome"] == "passed" for d in decided.values())
+            print(f"every trigger decided; waiting for the gateway's answer to {passed} SMS")
+            outcomes: dict[str, dict] = {}
+
+            def collect_outcome(records: list[Record]) -> bool:
+                o = codecs.DELIVERY_OUTCOME.decode(records[-1].value)
+                outcomes[o["decision_id"]] = o
+                return len(outcomes) >= passed
+
+            wait_for(bootstrap, topics.DELIVERY, collect_outcome, 120)
+            elapsed = time.monotonic() - started
+            dead = [d for d in (codecs.DEAD_LETTER.decode(r.value) for r in iter_records(
+                bootstrap, topics.DEADLETTER, idle_s=0.5, timeout_s=10))
+                if d["source_topic"] == topics.TRIGGERS]
+            outbox = len({codecs.SEND_REQUEST.decode(r.value)["decision_id"]
+                          for r in iter_records(bootstrap, topics.OUTBOX, idle_s=0.5)})
+            http_requests = len(gateway.recorded("requests"))
+            accepted = len(gateway.recorded("accepted"))
+        except (TimeoutError, NotDelivered) as exc:
+            print(f"demo failed: {exc}", file=sys.stderr)
+            for process in (worker, connector):
+                print(f"--- {process.log_path.name}\n{process.log_tail()}", file=sys.stderr)
+            return 1
+        _print_summary(sc, list(decided.values()), dead, outbox, elapsed, settings.number_tag)
+        refused = sum(o["outcome"] != "accepted" for o in outcomes.values())
+        print(f"  {'SMS accepted by the fake gateway':38} {accepted:6}")
+        print(f"  {'  HTTP requests (with retries)':38} {http_requests:6}")
+        print(f"  {'  refused by the gateway, released':38} {refused:6}")
+    return 0
+

@@ -1,0 +1,79 @@
+"""`produce_all` against a fake librdkafka producer with a small local queue."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.kafka import NotDelivered, produce_all
+
+
+class FakeProducer:
+    """Queues up to `room` records; poll() delivers the oldest, flush() all of them (or
+    none, with `stuck`). Records whose value is b"refuse" are delivered with an error."""
+
+    def __init__(self, room: int = 2, stuck: bool = False) -> None:
+        self.room = room
+        self.stuck = stuck
+        self.queue: list[tuple] = []
+        self.written: list[tuple] = []
+        self.full = 0
+
+    def produce(self, topic, key=None, value=None, timestamp=0, on_delivery=None) -> None:
+        if len(self.queue) >= self.room:
+            self.full += 1
+            raise BufferError("Local: Queue full")
+        self.queue.append((topic, key, value, timestamp, on_delivery))
+
+    def poll(self, timeout: float = 0) -> int:
+        if self.stuck or not self.queue or timeout == 0:
+            return 0
+        self._deliver(self.queue.pop(0))
+        return 1
+
+    def flush(self, timeout: float = 0) -> int:
+        while self.queue and not self.stuck:
+            self._deliver(self.queue.pop(0))
+        return len(self.queue)
+
+    def _deliver(self, queued: tuple) -> None:
+        topic, key, value, timestamp, on_delivery = queued
+        self.written.append((topic, key, value, timestamp))
+        if on_delivery is not None:
+            on_delivery("refused" if value == b"refuse" else None, queued)
+
+
+def test_every_record_is_written_in_order_waiting_for_room_when_the_queue_is_full():
+    out = FakeProducer(room=2)
+    records = [(f"k{i}".encode(), f"v{i}".encode(), 1000 + i) for i in range(10)]
+    produce_all(out, "t", records)
+    assert out.written == [("t", k, v, ts) for k, v, ts in records]
+    assert out.full > 0
+
+
+def test_a_record_without_a_timestamp_takes_the_producers_clock():
+    out = FakeProducer()
+    produce_all(out, "t", [(b"k", None)])
+    assert out.written == [("t", b"k", None, 0)]
+
+
+def test_records_not_acknowledged_in_time_raise():
+    with pytest.raises(NotDelivered, match="2 records not acknowledged"):
+        produce_all(FakeProducer(room=5, stuck=True), "t", [(b"k", b"v"), (b"k", b"w")])
+
+
+def test_a_refused_record_raises_and_the_callers_callback_still_hears_of_it():
+    heard = []
+    with pytest.raises(NotDelivered, match="1 of 3 records refused: refused"):
+        produce_all(FakeProducer(), "t", [(b"k", b"ok"), (b"k", b"refuse"), (b"k", b"ok")],
+                    on_delivery=lambda err, msg: heard.append(err))
+    assert heard == [None, "refused", None]
+
+
+def test_without_a_timeout_it_returns_once_queued():
+    out = FakeProducer(room=5)
+    heard = []
+    produce_all(out, "t", [(b"k", b"refuse")], on_delivery=lambda err, msg: heard.append(err),
+                timeout_s=None)
+    assert len(out.queue) == 1 and not heard
+    out.flush()
+    assert heard == ["refused"]
