@@ -79,3 +79,32 @@ def run_with_fake(scenario, *, token, **fake_options):
             await fake.stop()
 
     return asyncio.run(main())
+
+
+class Message:
+    """A record as confluent-kafka's consumer hands it over, for loops fed in-process."""
+
+    def __init__(self, topic: str, partition: int, offset: int, timestamp_ms: int,
+                 key: bytes | None, value: bytes | None) -> None:
+        self._fields = (topic, partition, offset, timestamp_ms, key, value)
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._fields[0]  # type: ignore[return-value]
+
+    def partition(self) -> int:
+        return self._fields[1]  # type: ignore[return-value]
+
+    def offset(self) -> int:
+        return self._fields[2]  # type: ignore[return-value]
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._fields[3])  # type: ignore[return-value]
+
+    def key(self) -> bytes | None:
+        return self._fields[4]  # type: ignore[return-value]
+
+    def value(self) -> bytes | None:
+        return self._fields[5]  # type: ignore[return-value]

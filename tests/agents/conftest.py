@@ -13,6 +13,7 @@ from streams.app import build_app
 from streams.automations import Catalog
 from streams.ingest import Ingest
 from streams.settings import DEFAULT_PARTITIONS, Settings
+from tests.helpers import Message
 
 
 class Recorder:
@@ -47,34 +48,6 @@ class RecordingOutputs:
         recorder = self.by_topic[topic]
         recorder.raw.append((key, value))
         recorder.partitions.append(partition)
-
-
-class Message:
-    """What confluent-kafka's consumer hands ingest."""
-
-    def __init__(self, topic, partition, offset, timestamp_ms, key, value):
-        self._fields = (topic, partition, offset, timestamp_ms, key, value)
-
-    def error(self):
-        return None
-
-    def topic(self):
-        return self._fields[0]
-
-    def partition(self):
-        return self._fields[1]
-
-    def offset(self):
-        return self._fields[2]
-
-    def timestamp(self):
-        return (1, self._fields[3])
-
-    def key(self):
-        return self._fields[4]
-
-    def value(self):
-        return self._fields[5]
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from bench.workload import (
 from streams import codecs
 from streams.numbers import to_e164
 from streams.rule import PASSED, SUPPRESSED_COOLDOWN, decide, decision_id_for
+from tests.helpers import Message
 
 END_MS = 1_767_225_600_000
 
@@ -83,29 +84,6 @@ def test_the_trigger_maker_draws_valid_indexes():
         assert 0 <= rank < 2 and 0 <= kind < len(AUTOMATION_MIX)
 
 
-class _Message:
-    def __init__(self, key: bytes, value: bytes, ts: int, offset: int) -> None:
-        self._key, self._value, self._ts, self._offset = key, value, ts, offset
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return 1, self._ts
-
-    def topic(self) -> str:
-        return "sms.triggers"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-
 class _Producer:
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes, bytes]] = []
@@ -121,7 +99,8 @@ def test_the_plain_loop_decides_like_the_rule_over_the_input(tmp_path: Path, bat
     from bench.plain_confluent import decide_batch
 
     work = generate(3000, 400, seed=4, end_ms=END_MS)
-    messages = [_Message(k, v, ts, i) for i, (k, v, ts) in enumerate(work.records)]
+    messages = [Message("sms.triggers", 0, i, ts, k, v)
+                for i, (k, v, ts) in enumerate(work.records)]
     out = _Producer()
     db = Rdict(str(tmp_path / "db"), Options(raw_mode=True))
     try:
