@@ -42,7 +42,8 @@ def build_app(settings: Settings) -> faust.App:
         # No standby copies of the table on other workers. A standby that Faust had
         # filled was found, after its worker restarted and took the partition over,
         # to record the changelog's end as read while it lacked numbers written
-        # before it (faust-streaming #212): cooldowns were broken. Taking a partition
+        # before it (akin to faust-streaming #212, standby events not
+        # written to global tables): cooldowns were broken. Taking a partition
         # over now means reading its changelog from this worker's own offset.
         table_standby_replicas=0,
     )

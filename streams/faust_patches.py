@@ -18,6 +18,7 @@ partition is in that store (`StoreAccess`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 FAUST_VERSION = "0.15.3"
 
 
-def install(fetch_wait_ms: int, embedded_bootstrap: str | None) -> None:
-    """Put every patch in place; `embedded_bootstrap` when the broker is the embedded one."""
+def install(bootstrap: str, fetch_wait_ms: int, embedded: bool) -> None:
+    """Put every patch in place; `embedded` when the broker is the embedded one."""
     if faust.__version__ != FAUST_VERSION:
         raise RuntimeError(
             f"sms-cooldown's worker is built on faust-streaming {FAUST_VERSION} and patches "
@@ -40,8 +41,9 @@ def install(fetch_wait_ms: int, embedded_bootstrap: str | None) -> None:
     seek_uncommitted_to_beginning()
     stop_batches_across_a_seek()
     skip_stall_check_while_seeking()
-    if embedded_bootstrap:
-        correct_end_offsets(embedded_bootstrap)
+    if embedded:
+        correct_end_offsets(bootstrap)
+    read_changelogs_in_batches(bootstrap)
 
 
 def set_fetch_wait(ms: int) -> None:
@@ -49,6 +51,9 @@ def set_fetch_wait(ms: int) -> None:
 
     Faust builds that consumer with a fixed 1,500 ms wait; a broker that answers an
     empty fetch only when the wait runs out then delays each hop by up to that much.
+
+    No faust-streaming issue asks for this setting; the wait has been fixed in
+    `AIOKafkaConsumerThread._create_worker_consumer` since before the fork.
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
@@ -74,6 +79,9 @@ def seek_uncommitted_to_beginning() -> None:
     the group has not committed yet (a new group, or one a worker took before any
     commit) then goes on after the dropped records, and they are never read — while
     the offsets after them are committed.
+
+    Akin to faust-streaming #216 (streams resumed before the seek to committed
+    offsets), which did not cover partitions without a committed offset.
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
@@ -109,6 +117,10 @@ def stop_batches_across_a_seek() -> None:
     input records in the chaos harness, traced to this). Here the old batch ends at
     the seek, and the partitions are sought back again, so that whatever was fetched
     around the seek is read again, in order.
+
+    faust-streaming #221 (prefetched events delivered after a rebalance); its fix,
+    #223, drops records of an older group generation, which a seek within one
+    generation (after a table rebuild) is not.
     """
     from faust.transport.consumer import Consumer
 
@@ -142,6 +154,9 @@ def skip_stall_check_while_seeking() -> None:
     stream; between a seek to the beginning and the broker's answer aiokafka has no
     position and raises on the read, and the exception stops the worker's consumer.
     There is nothing to check on such a partition until the seek is done.
+
+    The check reads aiokafka's partition state directly since faust-streaming #167
+    (for #166); #175 reports consumers dying of races in it.
     """
     from aiokafka import TopicPartition
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -168,6 +183,9 @@ def correct_end_offsets(bootstrap: str) -> None:
     batch + 1, not with its end, while fetch responses carry the right high watermark.
     Faust reads a changelog up to the ListOffsets answer when it recovers a table, so it
     would skip the tail of the last batch.
+
+    A fault of the broker, not of Faust (faust-streaming #155 and #597 are recoveries
+    that hang on end offsets that do not hold); on Kafka this is not installed.
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
@@ -212,6 +230,9 @@ def flush_before_commit(app: faust.App, flush_outputs: Any) -> None:
 
     Faust's buffer flush returns once 100 ms pass without a send, and the commit goes
     ahead: a kill would then lose records of committed events.
+
+    faust-streaming #173 (the 100-record producer buffer); the flush before a commit
+    came with #273, and its giving up after a timeout with #270.
     """
     producer = app.producer
     flush_faust = producer.flush
@@ -237,6 +258,9 @@ class StoreAccess:
 
     Only partitions whose store Faust has open are read or written: a revoked
     partition's store is never opened again from here.
+
+    Faust offers no batched table write: writes outside the current event fail
+    (faust-streaming #497, #300), so the agent writes the store Faust opened itself.
     """
 
     def __init__(self, table: Any) -> None:
@@ -286,3 +310,103 @@ class StoreAccess:
             batch.put(self._store.offset_key, str(changelog_offset).encode())
         db.write(batch)
         return True
+
+
+def read_changelogs_in_batches(bootstrap: str, deadline_s: float = 600.0) -> None:
+    """Before Faust recovers a table partition record by record, bring its store up to
+    the changelog's end with librdkafka, a batch of thousands at a time.
+
+    Faust's recovery passes every changelog record through its stream machinery (about
+    10,000 records a second here): a million numbers would take minutes. Here, when
+    recovery has worked out where each active partition's store is, the changelog is
+    read from there to its end (the end of the fetch, which is right on every broker),
+    written in write batches together with the offset reached, and recovery is told
+    that offset: it then finds nothing, or only what came since, left to read.
+    Records are applied in order, tombstones delete.
+    """
+    from faust.tables.recovery import Recovery
+
+    build = getattr(Recovery, "_faust_build_offsets", Recovery._build_offsets)
+
+    async def build_offsets(self: Recovery, consumer: Any, tps: Any, destination: Any,
+                            title: str) -> None:
+        if title == "active":
+            stores = {tp: self.tp_to_table[tp].data  # type: ignore[attr-defined]
+                      for tp in tps if tp in self.tp_to_table}
+            starts = {tp: destination[tp] for tp, store in stores.items()
+                      if hasattr(store, "_dbs") and tp.partition in store._dbs}
+            if starts:
+                loop = asyncio.get_running_loop()
+                reached = await loop.run_in_executor(
+                    None, read_into_stores, bootstrap, stores, starts, deadline_s)
+                for tp, offset in reached.items():  # a Counter: update() would add
+                    destination[tp] = offset
+        await build(self, consumer, tps, destination, title)
+
+    Recovery._faust_build_offsets = build  # type: ignore[attr-defined]
+    Recovery._build_offsets = build_offsets  # type: ignore[method-assign]
+
+
+def read_into_stores(bootstrap: str, stores: Mapping[Any, Any],
+                     persisted: Mapping[Any, int | None], deadline_s: float) -> dict[Any, int]:
+    """Read each changelog partition from after its persisted offset to its end into its
+    store; returns the offset each reached (only those that read something)."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    from rocksdict import WriteBatch
+
+    by_partition = {(tp.topic, tp.partition): tp for tp in persisted}
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "smscool-changelog-reader",
+        "enable.auto.commit": False, "enable.partition.eof": True,
+        "fetch.wait.max.ms": 100, "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    })
+    reached: dict[Any, int] = {}
+    started = time.monotonic()
+    try:
+        consumer.assign([TopicPartition(tp.topic, tp.partition,
+                                        0 if offset is None else offset + 1)
+                         for tp, offset in persisted.items()])
+        pending = set(by_partition)
+        batches: dict[Any, Any] = {tp: WriteBatch(raw_mode=True) for tp in persisted}
+        read = written = 0
+
+        def write_batches() -> None:
+            for tp, batch in batches.items():
+                if tp in reached and len(batch):
+                    store = stores[tp]
+                    batch.put(store.offset_key, str(reached[tp]).encode())
+                    store._dbs[tp.partition].write(batch)
+                    batches[tp] = WriteBatch(raw_mode=True)
+
+        while pending and time.monotonic() - started < deadline_s:
+            for message in consumer.consume(10_000, timeout=1.0):
+                error = message.error()
+                where = (message.topic(), message.partition())
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(error)
+                    pending.discard(where)
+                    continue
+                tp = by_partition[where]
+                value = message.value()
+                if value is None:
+                    batches[tp].delete(message.key())
+                else:
+                    batches[tp].put(message.key(), value)
+                reached[tp] = message.offset()  # type: ignore[assignment]
+                read += 1
+            if read - written >= 100_000:
+                write_batches()
+                written = read
+                log.info("read %d changelog records into the table so far", read)
+        write_batches()
+        if pending:
+            log.warning("changelog not read to its end in %.0f s; Faust's recovery reads "
+                        "the rest", deadline_s)
+        log.info("read changelog partitions %s into the table: up to offsets %s in %.1f s",
+                 sorted(p for _, p in by_partition),
+                 {tp.partition: offset for tp, offset in sorted(reached.items())},
+                 time.monotonic() - started)
+        return reached
+    finally:
+        consumer.close()

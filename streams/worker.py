@@ -79,8 +79,7 @@ def run(settings: Settings) -> int:
     except PartitionMismatch as exc:
         print(f"smscool worker: refusing to start: {exc}", file=sys.stderr)
         return 2
-    faust_patches.install(settings.fetch_wait_ms,
-                          bootstrap if is_embedded(bootstrap) else None)
+    faust_patches.install(bootstrap, settings.fetch_wait_ms, is_embedded(bootstrap))
     app = build_app(settings)
     outputs = KafkaOutputs(bootstrap, settings.linger_ms,
                            offsets_of=topics.changelog_topic(settings.app_id))

@@ -197,12 +197,15 @@ def test_a_worker_without_its_data_folder_rebuilds_the_whole_changelog(
     produce_all(producer(bootstrap), topics.TRIGGERS,
                 [(phone.encode(), codecs.TRIGGER.encode(trigger(f"t-{i}", phone, at)), at)
                  for i, phone in enumerate(phones)])
-    start_worker(data_dir=tmp_path / "state")
+    worker = start_worker(data_dir=tmp_path / "state")
     by_event = decisions_by_event(bootstrap, len(phones), timeout_s=180)
     passed = sorted(e for e, ds in by_event.items() if ds[-1]["outcome"] == "passed")
     assert not passed, (
         f"{len(passed)} of {len(phones)} numbers passed within the hour of their last SMS, "
         f"e.g. {passed[:5]}\n{worker_logs(tmp_path)}")
+    # The changelog was read in batches (streams.faust_patches.read_changelogs_in_batches),
+    # not record by record through Faust's stream.
+    assert "into the table: up to offsets" in worker.log_tail(100_000)
 
 
 def test_the_store_keeps_its_changelog_offsets_and_a_new_worker_rebuilds_what_it_wrote(

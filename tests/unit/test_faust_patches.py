@@ -81,3 +81,26 @@ def test_the_stall_check_skips_a_partition_waiting_for_its_position():
             elif name in AIOKafkaConsumerThread.__dict__:
                 delattr(AIOKafkaConsumerThread, name)
     assert checked == [1]
+
+
+def test_the_patches_refuse_another_faust_version(monkeypatch):
+    import faust
+    import pytest
+
+    from streams.faust_patches import FAUST_VERSION, install
+
+    monkeypatch.setattr(faust, "__version__", "0.16.0")
+    with pytest.raises(RuntimeError, match=FAUST_VERSION):
+        install("127.0.0.1:9", 500, embedded=False)
+
+
+def test_faust_is_pinned_to_the_version_the_patches_are_for():
+    from pathlib import Path
+
+    import faust
+
+    from streams.faust_patches import FAUST_VERSION
+
+    assert faust.__version__ == FAUST_VERSION
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert f'"faust-streaming=={FAUST_VERSION}"' in pyproject
