@@ -81,11 +81,12 @@ def test_the_broker_command_stops_its_broker(signum: int, tmp_path: Path):
 def test_the_demo_stops_everything_it_started(signum: int, tmp_path: Path):
     log = tmp_path / "demo.log"
     command = start(["demo", "--triggers", "20000", "--numbers", "2000"], log)
-    # By then the broker, the fake gateway, the worker and the connector all run.
+    # By then the broker, the fake gateway, the worker (and its ingest child) and the
+    # connector all run.
     read_until(command, "waiting for decisions", log)
     children = psutil.Process(command.pid).children(recursive=True)
     names = sorted(p.name() for p in children)
-    assert len(children) == 4 and "tansu" in names, names
+    assert len(children) == 5 and "tansu" in names, names
     # 128 + the signal's number, as a shell reports a command a signal ended.
     stop_and_check(command, signum, 128 + signum, children, log)
     assert "demo stopped by" in log.read_text()
