@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 from confluent_kafka import (
     Consumer,
@@ -21,6 +20,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.records import Source
 from streams.topics import TopicSpec
 
 
@@ -166,14 +166,8 @@ def _wait_for_topics(bootstrap: str, names: list[str], timeout_s: float) -> None
     raise TimeoutError(f"topics not visible after {timeout_s} s: {', '.join(names)}")
 
 
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
+# A record as read: where it came from, its Kafka timestamp, key and value.
+Record = Source
 
 
 def read_records(
