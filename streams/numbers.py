@@ -91,6 +91,10 @@ def region_for_country(country: str) -> str:
 
 
 _LEADING_ZEROS = re.compile(r"[0 ]*")
+# "+45 20 12 34 56", "+45-2012-3456", "0045 2012 3456", "20 12 34 56": digits with single
+# spaces or hyphens between them, a leading + at most, and no separator among the
+# leading zeros.
+_PLAIN_WRITING = re.compile(r"(?:\+|0*[1-9])[0-9]*(?:[ -][0-9]+)*")
 
 
 def to_e164(raw: str, country: str | None) -> str:
@@ -105,19 +109,23 @@ def _cache_key(raw: str) -> str:
     """`raw` without the spaces that change nothing in `to_e164`'s answer.
 
     phonenumbers takes tens of microseconds a number, and a number comes back often,
-    written in several ways: the cache sees "+45 20 12 34 56" as "+4520123456". The
-    spaces among leading zeros stay ("0 045…" is not "0045…"), and so do those of very
-    short strings (phonenumbers gives another reason for "6 3" than for "63"); checked
-    against the uncached answer over hundreds of thousands of random written forms.
+    written in several ways: the cache sees "+45 20 12 34 56" and "+45-2012-3456" as
+    "+4520123456". Otherwise only spaces go, but not those among leading zeros
+    ("0 045…" is not "0045…") nor those of very short strings (phonenumbers gives
+    another reason for "6 3" than for "63"); checked against the uncached answer over
+    hundreds of thousands of random written forms.
     """
     if not isinstance(raw, str):
         return raw
+    if len(raw) >= 8 and _PLAIN_WRITING.fullmatch(raw):
+        return raw.replace(" ", "").replace("-", "")
     lead = _LEADING_ZEROS.match(raw).end()  # type: ignore[union-attr]
     compact = raw[:lead] + raw[lead:].replace(" ", "")
     return compact if len(compact) >= 6 else raw
 
 
-@lru_cache(maxsize=65_536)
+# A few hundred thousand written forms: tens of MB, against ~30 µs a miss.
+@lru_cache(maxsize=200_000)
 def _to_e164(raw: str, country: str | None) -> str:
     region = region_for_country(country) if country is not None else None
     if not isinstance(raw, str) or not raw.strip():

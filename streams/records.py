@@ -7,8 +7,10 @@ field is named in one place and a typo fails at once instead of on the wire.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from operator import attrgetter
+from typing import Any, TypeVar
 
 R = TypeVar("R", bound="_Record")
 
@@ -18,11 +20,11 @@ RELEASE_EVENT = "release"
 
 
 class _Record:
-    _field_names: ClassVar[tuple[str, ...]]
-
-    # Both run once per record on the hot path: no `asdict` (it deep-copies).
+    # Both run once per record on the hot path: no `asdict` (it deep-copies), and the
+    # field names and their getter are worked out once per class.
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._fields()}
+        names, values_of = _layout(type(self))
+        return dict(zip(names, values_of(self), strict=True))
 
     @classmethod
     def from_dict(cls: type[R], record: dict[str, Any]) -> R:
@@ -30,15 +32,19 @@ class _Record:
             return cls(**record)
         except TypeError:
             # Only the schema's fields: a reader with a newer schema may see more.
-            return cls(**{name: record[name] for name in cls._fields() if name in record})
+            names, _ = _layout(cls)
+            return cls(**{name: record[name] for name in names if name in record})
 
-    @classmethod
-    def _fields(cls) -> tuple[str, ...]:
-        names = cls.__dict__.get("_field_names")
-        if names is None:
-            names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
-            cls._field_names = names
-        return names
+
+_LAYOUTS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
+
+
+def _layout(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        layout = _LAYOUTS[cls] = (names, attrgetter(*names))
+    return layout
 
 
 @dataclass(frozen=True, slots=True)

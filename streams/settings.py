@@ -53,12 +53,12 @@ class Settings:
     rebalance_timeout_s: float = 6.0
     heartbeat_interval_s: float = 1.0
     commit_interval_s: float = 1.0
-    # How long a fetch may wait at the broker for records, and how long the producer
-    # waits to fill a batch. Faust fixes the first at 1.5 s. Kafka answers a fetch as
-    # soon as records come, so the wait costs nothing there; the embedded broker answers
-    # only when the wait runs out, so each hop of a decision can take that long — but
-    # with waits of tens of ms it fell to tens of records/s on a backlog of a million.
-    fetch_wait_ms: int = 500
+    # How long the cooldown agent's fetch of bundles may wait at the broker, and how
+    # long the producers wait to fill a batch. Faust fixes the first at 1.5 s. Kafka
+    # answers a fetch as soon as records come, so the wait costs nothing there; the
+    # embedded broker answers only when the wait runs out, so each hop waits that long.
+    # A fetch brings bundles of thousands of events, so a short wait costs no throughput.
+    fetch_wait_ms: int = 20
     linger_ms: int = 5
     # Ingest: how many input records it reads per batch, how long a fetch may wait at
     # the broker (a batch is what came within it), and the largest bundle it writes
@@ -107,7 +107,7 @@ class Settings:
             rebalance_timeout_s=_float(env, "SMSCOOL_REBALANCE_TIMEOUT_S", 6.0),
             heartbeat_interval_s=_float(env, "SMSCOOL_HEARTBEAT_INTERVAL_S", 1.0),
             commit_interval_s=_float(env, "SMSCOOL_COMMIT_INTERVAL_S", 1.0),
-            fetch_wait_ms=_int(env, "SMSCOOL_FETCH_WAIT_MS", 500),
+            fetch_wait_ms=_int(env, "SMSCOOL_FETCH_WAIT_MS", 20),
             linger_ms=_int(env, "SMSCOOL_LINGER_MS", 5),
             ingest_batch=_int(env, "SMSCOOL_INGEST_BATCH", 5000),
             ingest_fetch_wait_ms=_int(env, "SMSCOOL_INGEST_FETCH_WAIT_MS", 20),

@@ -70,33 +70,6 @@ def encode_state(state: NumberState) -> bytes:
     return bytes(out)
 
 
-class _Reader:
-    def __init__(self, data: bytes, at: int) -> None:
-        self.data, self.at = data, at
-
-    def byte(self) -> int:
-        return self.take(1)[0]
-
-    def take(self, n: int) -> bytes:
-        chunk = self.data[self.at:self.at + n]
-        if len(chunk) != n:
-            raise ValueError("state value cut short")
-        self.at += n
-        return chunk
-
-    def text(self, length: int) -> str:
-        return self.take(length).decode()
-
-    def ref(self) -> str:
-        length = self.byte()
-        return self.take(16).hex() if length == 0xFF else self.text(length)
-
-    def send(self) -> LastSend:
-        (at_ms,) = _TIME.unpack(self.take(8))
-        origin = self.text(self.byte())
-        return LastSend(at_ms, origin, self.ref())
-
-
 def decode_state(data: bytes | None) -> NumberState | None:
     if data is None:
         return None
@@ -104,14 +77,53 @@ def decode_state(data: bytes | None) -> NumberState | None:
         return _decode_json(data)
     if data[0] != _VERSION:
         raise ValueError(f"unknown state version {data[0]}")
-    reader = _Reader(data, 1)
-    flags = reader.byte()
-    last = reader.send() if flags & _HAS_LAST else None
-    previous = reader.send() if flags & _HAS_PREVIOUS else None
-    passes = tuple(reader.ref() for _ in range(reader.byte()))
+    try:
+        flags = data[1]
+        at = 2
+        last = previous = None
+        if flags & _HAS_LAST:
+            last, at = _send_at(data, at)
+        if flags & _HAS_PREVIOUS:
+            previous, at = _send_at(data, at)
+        count = data[at]
+        at += 1
+        passes = []
+        for _ in range(count):
+            ref, at = _ref_at(data, at)
+            passes.append(ref)
+    except (IndexError, struct.error):
+        raise ValueError("state value cut short") from None
     if flags & _NEWEST_PASS_IS_LAST and last is not None:
-        passes += (last.ref,)
-    return NumberState(last=last, recent_passes=passes, previous=previous)
+        passes.append(last.ref)
+    return NumberState(last=last, recent_passes=tuple(passes), previous=previous)
+
+
+# Each reader takes the value at `at` and returns it with the offset after it; a value
+# cut short raises IndexError or struct.error.
+
+
+def _send_at(data: bytes, at: int) -> tuple[LastSend, int]:
+    (at_ms,) = _TIME.unpack_from(data, at)
+    length = data[at + 8]
+    origin = _text(data, at + 9, length)
+    ref, at = _ref_at(data, at + 9 + length)
+    return LastSend(at_ms, origin, ref), at
+
+
+def _ref_at(data: bytes, at: int) -> tuple[str, int]:
+    length = data[at]
+    if length == 0xFF:
+        end = at + 17
+        if end > len(data):
+            raise IndexError(at)
+        return data[at + 1:end].hex(), end
+    return _text(data, at + 1, length), at + 1 + length
+
+
+def _text(data: bytes, at: int, length: int) -> str:
+    if at + length > len(data):
+        raise IndexError(at)
+    return data[at:at + length].decode()
 
 
 def _decode_json(data: bytes) -> NumberState:
