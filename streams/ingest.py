@@ -115,10 +115,22 @@ def consumer(settings: Settings) -> Consumer:
         "auto.offset.reset": "earliest",
         "session.timeout.ms": int(settings.session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
-        # Also the group's rebalance timeout: a join waits this long for members.
-        "max.poll.interval.ms": max(10_000, int(settings.rebalance_timeout_s * 1000)),
+        # Also the group's rebalance timeout, which the embedded broker waits out at
+        # every join: longer, and a group whose members come and go (workers started,
+        # killed, restarted) spends all its time rebalancing. A batch takes well under
+        # a second; a consumer stuck longer leaves the group and joins again.
+        "max.poll.interval.ms": int(max(settings.rebalance_timeout_s,
+                                        settings.session_timeout_s) * 1000),
         "fetch.wait.max.ms": settings.ingest_fetch_wait_ms,
     })
+
+
+def _log_partitions(what: str) -> Any:
+    def report(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("ingest: %s %s", what,
+                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+
+    return report
 
 
 def run(settings: Settings) -> int:
@@ -138,7 +150,8 @@ def run(settings: Settings) -> int:
                            config={"message.max.bytes": settings.bundle_max_bytes + 100_000})
     ingest = Ingest(settings, catalog, outputs)
     source = consumer(settings)
-    source.subscribe(list(INPUTS))
+    source.subscribe(list(INPUTS), on_assign=_log_partitions("assigned"),
+                     on_revoke=_log_partitions("revoked"))
     wait_s = settings.ingest_fetch_wait_ms / 1000
     last_report = time.monotonic()
     reported = 0
