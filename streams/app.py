@@ -37,6 +37,10 @@ def build_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=settings.commit_interval_s,
         producer_linger_ms=settings.linger_ms,
+        # Faust queues up to 4,096 events per stream ahead of the agent; an event is a
+        # bundle of up to 900 kB here, so a backlog would fill gigabytes. A few bundles
+        # ahead keep the agent busy.
+        stream_buffer_maxsize=16,
         # Correctness comes from idempotent decisions and sends, not from transactions.
         processing_guarantee="at_least_once",
         # No standby copies of the table on other workers. A standby that Faust had

@@ -122,6 +122,8 @@ def consumer(settings: Settings) -> Consumer:
         "max.poll.interval.ms": int(max(settings.rebalance_timeout_s,
                                         settings.session_timeout_s) * 1000),
         "fetch.wait.max.ms": settings.ingest_fetch_wait_ms,
+        # librdkafka prefetches up to 64 MB a partition by default; a batch is a few MB.
+        "queued.max.messages.kbytes": 16 * 1024,
     })
 
 
