@@ -1,4 +1,4 @@
-"""Ingest: the stateless hop, as a batched confluent-kafka loop outside Faust's stream.
+"""Ingest: the stateless hop, as a batched loop outside Faust's stream.
 
 It reads sms.triggers, sms.sent and sms.delivery in its own consumer group
 (`<app id>-ingest`), so several workers share the inputs. Per batch (up to
@@ -15,13 +15,15 @@ the worker does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import codecs, topics
 from streams.automations import Catalog, CatalogFollower
@@ -53,19 +55,12 @@ class Ingest:
         self.records_read = 0
         self.bundles_written = 0
 
-    def batch(self, messages: list[Any]) -> list[TopicPartition]:
-        """Write what the batch's records give; returns the offsets to commit once
-        the writes are acknowledged."""
+    def batch(self, sources: list[Source]) -> dict[tuple[str, int], int]:
+        """Write what the batch's records give; returns the offsets to commit, by
+        (topic, partition), once the writes are acknowledged."""
         events: list[NumberEvent] = []
         next_offsets: dict[tuple[str, int], int] = {}
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(error)
-            source = Source(message.topic(), message.partition(), message.offset(),
-                            message.timestamp()[1], message.key(), message.value())
+        for source in sources:
             for output in route(source, self.catalog, self.limits):
                 if output.topic == topics.BY_NUMBER:
                     events.append(output.record)  # type: ignore[arg-type]
@@ -79,9 +74,8 @@ class Ingest:
             next_offsets[(source.topic, source.partition)] = source.offset + 1
         for partition, group in by_partition(events, self.settings.partitions).items():
             self._write_bundles(partition, group)
-        self.records_read += len(messages)
-        return [TopicPartition(topic, partition, offset)
-                for (topic, partition), offset in next_offsets.items()]
+        self.records_read += len(sources)
+        return next_offsets
 
     def _write_bundles(self, partition: int, events: list[NumberEvent]) -> None:
         try:
@@ -107,43 +101,45 @@ class Ingest:
         output = dead_letter(source, event.at_ms, INVALID_RECORD, detail)
         self.send(output.topic, output.key, codecs.DEAD_LETTER.encode(output.value))
 
-def consumer(settings: Settings) -> Consumer:
-    return Consumer({
-        "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": group_id(settings.app_id),
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": int(settings.session_timeout_s * 1000),
-        "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
-        # Also the group's rebalance timeout, which the embedded broker waits out at
-        # every join: longer, and a group whose members come and go (workers started,
-        # killed, restarted) spends all its time rebalancing. A batch takes well under
-        # a second; a consumer stuck longer leaves the group and joins again.
-        "max.poll.interval.ms": int(max(settings.rebalance_timeout_s,
-                                        settings.session_timeout_s) * 1000),
-        "fetch.wait.max.ms": settings.ingest_fetch_wait_ms,
-        # librdkafka prefetches up to 64 MB a partition by default; a batch is a few MB.
-        "queued.max.messages.kbytes": 16 * 1024,
-    })
+def consumer(settings: Settings) -> AIOKafkaConsumer:
+    # aiokafka, as Faust's own group: librdkafka's group consumer, under workers that
+    # come and go every few seconds, was seen to go ten minutes without an assignment
+    # on the embedded broker, while Faust's group beside it kept settling.
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id(settings.app_id),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+        # The embedded broker waits this out at every join.
+        rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
+        fetch_max_wait_ms=settings.ingest_fetch_wait_ms,
+        max_partition_fetch_bytes=1024 * 1024,
+        fetch_max_bytes=16 * 1024 * 1024,
+    )
 
 
-def _log_partitions(what: str) -> Any:
-    def report(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("ingest: %s %s", what,
-                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+class _LogPartitions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Says what ingest reads after each rebalance."""
 
-    return report
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._report("revoked", revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._report("assigned", assigned)
+
+    @staticmethod
+    def _report(what: str, partitions: Any) -> None:
+        log.info("ingest: %s %s", what, ", ".join(
+            f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "nothing")
 
 
-def run(settings: Settings) -> int:
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+async def run(settings: Settings) -> int:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
     catalog = Catalog()
     follower = CatalogFollower(catalog, settings.bootstrap_servers)
     # Deciding against a half-read catalog would call known automations unknown.
@@ -152,28 +148,35 @@ def run(settings: Settings) -> int:
                            config={"message.max.bytes": settings.bundle_max_bytes + 100_000})
     ingest = Ingest(settings, catalog, outputs)
     source = consumer(settings)
-    source.subscribe(list(INPUTS), on_assign=_log_partitions("assigned"),
-                     on_revoke=_log_partitions("revoked"))
-    wait_s = settings.ingest_fetch_wait_ms / 1000
+    source.subscribe(list(INPUTS), listener=_LogPartitions())
+    await source.start()
     last_report = time.monotonic()
     reported = 0
     try:
-        while not stopping:
-            messages = source.consume(settings.ingest_batch, timeout=wait_s)
+        while not stopping.is_set():
+            fetched = await source.getmany(timeout_ms=settings.ingest_fetch_wait_ms,
+                                           max_records=settings.ingest_batch)
             follower.poll()
-            if messages:
-                offsets = ingest.batch(messages)
-                outputs.wait()
-                if offsets:
-                    source.commit(offsets=offsets, asynchronous=True)
+            if fetched:
+                offsets = ingest.batch([
+                    Source(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+                    for records in fetched.values() for r in records])
+                await outputs.flush()
+                try:
+                    await source.commit({TopicPartition(topic, partition): offset
+                                         for (topic, partition), offset in offsets.items()})
+                except (CommitFailedError, KafkaError) as exc:
+                    # A rebalance took partitions away meanwhile: their new reader
+                    # reads this batch again (decisions are idempotent).
+                    log.info("ingest: offsets not committed (%s); they are read again", exc)
             if time.monotonic() - last_report >= PROGRESS_EVERY_S \
                     and ingest.records_read != reported:
                 log.info("ingest: %d records read, %d bundles written so far",
                          ingest.records_read, ingest.bundles_written)
                 last_report, reported = time.monotonic(), ingest.records_read
     finally:
-        outputs.wait()
-        source.close()
+        await outputs.flush()
+        await source.stop()
         follower.close()
     return 0
 
@@ -183,7 +186,7 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s ingest %(name)s %(message)s")
     logging.getLogger("streams.ingest").setLevel(settings.log_level)
-    return run(settings.with_bootstrap(settings.require_bootstrap()))
+    return asyncio.run(run(settings.with_bootstrap(settings.require_bootstrap())))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class NumberStates:
     def persist(self) -> None:
         """Write the pending states to the stores. Call it only when every changelog
         record sent so far is acknowledged."""
-        offsets = getattr(self._outputs, "acknowledged", {})
+        offsets = self._outputs.acknowledged
         for partition, changes in self._pending.items():
             # A partition revoked meanwhile: its changelog has the states, and the
             # worker that takes it over reads them from there.

@@ -12,8 +12,8 @@ from streams.agents import Pipeline, build_pipeline
 from streams.app import build_app
 from streams.automations import Catalog
 from streams.ingest import Ingest
+from streams.records import Source
 from streams.settings import DEFAULT_PARTITIONS, Settings
-from tests.helpers import Message
 
 
 class Recorder:
@@ -107,7 +107,8 @@ def ingest(settings, catalog, outputs):
 
 @pytest.fixture
 def message():
-    return Message
+    """A record as ingest reads it: (topic, partition, offset, timestamp_ms, key, value)."""
+    return Source
 
 
 def recorder(name):
