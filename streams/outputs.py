@@ -14,12 +14,9 @@ records its bundle produced are acknowledged.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from streams import kafka
-
-log = logging.getLogger(__name__)
 
 
 class OutputError(RuntimeError):
@@ -64,17 +61,6 @@ class KafkaOutputs:
             if offset > self.acknowledged.get(partition, -1):
                 self.acknowledged[partition] = offset
 
-    def wait(self, log_every_s: float = 1.0) -> None:
-        """Block until every record sent so far is acknowledged; OutputError if one
-        could not be written."""
-        while self._producer.flush(log_every_s) > 0:
-            log.info("waiting for the broker to acknowledge %d records", len(self._producer))
-        self._raise_failure()
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise OutputError(f"a record was not written: {self._failure}")
-
     async def flush(self) -> None:
         """Return once every record sent so far is acknowledged; OutputError if one
         could not be written.
@@ -85,4 +71,5 @@ class KafkaOutputs:
         """
         while self._producer.flush(0.2) > 0:
             await asyncio.sleep(0)
-        self._raise_failure()
+        if self._failure is not None:
+            raise OutputError(f"a record was not written: {self._failure}")
