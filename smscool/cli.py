@@ -73,19 +73,28 @@ def _automation_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["cooldown_enabled"] = False
     if getattr(args, "failed_sends_count", None) is not None:
         fields["failed_sends_count"] = args.failed_sends_count
+    for name in ("outside_window", "on_cooldown", "priority"):
+        if getattr(args, name, None) is not None:
+            fields[name] = getattr(args, name)
+    if getattr(args, "max_hold", None) is not None:
+        fields["max_hold_ms"] = parse_duration_ms(args.max_hold)
     return fields
 
 
 def _print_automation(a: Any) -> None:
     from streams.automations import format_duration
 
-    cooldown = f"cooldown {format_duration(a.cooldown_ms)}" if a.cooldown_enabled else "no cooldown"
+    cooldown = (f"cooldown {format_duration(a.cooldown_ms)} ({a.on_cooldown} inside it)"
+                if a.cooldown_enabled else "no cooldown")
     state = "enabled" if a.enabled else "DISABLED"
     recipients = f"event {a.event_type}" if a.event_type else "named triggers only"
     if a.segment:
         recipients += f", segment {a.segment}"
+    window = "window always" if a.window == "always" else (
+        f"window {a.window} (recipient's zone, else {a.zone}; {a.outside_window} outside it)")
     print(f"{a.automation_id:24} {state:8}  {a.title!r}\n"
-          f"{'':24} {recipients}; {a.country}; window {a.window} ({a.zone}); {cooldown}; "
+          f"{'':24} {recipients}; {a.country}; {window}; {cooldown}; "
+          f"held at most {format_duration(a.max_hold_ms)}; priority {a.priority}; "
           f"from {a.sender!r}: {a.message!r}")
 
 
@@ -129,7 +138,64 @@ def cmd_automation(args: argparse.Namespace) -> int:
             automation = current.updated(updated_at_ms=now_ms, enabled=args.action == "enable")
     publish_automation(bootstrap, automation)
     _print_automation(automation)
+    if args.action == "disable":
+        from streams.held import send_cancel
+        from streams.outcomes import AUTOMATION_DISABLED
+
+        # Its held messages must not go out either: each gets `automation_disabled`.
+        send_cancel(bootstrap, settings.partitions, automation.automation_id,
+                    AUTOMATION_DISABLED, settings.clock.now_ms())
+        print("its held messages are cancelled (decision automation_disabled)")
     return 0
+
+
+def cmd_held(args: argparse.Namespace) -> int:
+    from streams.automations import read_catalog
+    from streams.held import read_held, send_cancel
+    from streams.outcomes import CANCELLED
+
+    settings = _settings()
+    bootstrap = settings.require_bootstrap()
+    if read_catalog(bootstrap).get(args.automation_id) is None:
+        print(f"no automation {args.automation_id}", file=sys.stderr)
+        return 2
+    held = read_held(bootstrap, args.automation_id)
+    if args.action == "cancel":
+        send_cancel(bootstrap, settings.partitions, args.automation_id, CANCELLED,
+                    settings.clock.now_ms())
+        print(f"cancel sent for automation {args.automation_id}: its {len(held)} held "
+              f"message(s) get the decision {CANCELLED}")
+        return 0
+    now = settings.clock.now_ms()
+    for m in held:
+        row = {"decision_id": m.decision_id, "event_id": m.event_id,
+               "number": settings.number_tag(m.e164), "outcome": m.outcome,
+               "trigger_at_ms": m.trigger_at_ms, "release_at_ms": m.release_at_ms,
+               "deadline_ms": m.deadline_ms, "priority": m.priority}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"{row['number']:12} {m.outcome:18} goes out {_when(m.release_at_ms)} "
+                  f"({_until(m.release_at_ms - now)}); deadline {_when(m.deadline_ms)}; "
+                  f"event {m.event_id}")
+    if not args.json:
+        print(f"{len(held)} message(s) of {args.automation_id} held")
+    return 0
+
+
+def _when(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _until(ms: int) -> str:
+    if ms <= 0:
+        return "due now"
+    minutes = ms // 60_000
+    if minutes < 1:
+        return f"in {ms // 1000} s"
+    return f"in {minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"in {minutes} min"
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -229,9 +295,31 @@ def parser() -> argparse.ArgumentParser:
                        action=argparse.BooleanOptionalAction, default=None,
                        help="whether a send the gateway refused still holds the cooldown "
                             "(default: no, the reservation is released)")
+        c.add_argument("--outside-window", dest="outside_window", choices=["hold", "drop"],
+                       help="a trigger outside the window: hold it until the window opens "
+                            "(default) or drop it")
+        c.add_argument("--on-cooldown", dest="on_cooldown", choices=["drop", "defer"],
+                       help="a trigger inside the cooldown: drop it (default) or defer it "
+                            "until the cooldown ends")
+        c.add_argument("--max-hold", dest="max_hold", metavar="DURATION",
+                       help="the longest a message may be held, e.g. 6h (default 7d); "
+                            "past it, it expires")
+        c.add_argument("--priority", type=int,
+                       help="of a number's held messages due together, the highest priority "
+                            "goes out (default 0)")
     for action in ("enable", "disable"):
         actions.add_parser(action).add_argument("automation_id")
     a.set_defaults(func=cmd_automation)
+
+    h = sub.add_parser("held", help="list or cancel an automation's held messages")
+    held_actions = h.add_subparsers(dest="action", required=True)
+    held_list = held_actions.add_parser("list", help="what is held and when it goes out")
+    held_list.add_argument("automation_id")
+    held_list.add_argument("--json", action="store_true")
+    held_actions.add_parser(
+        "cancel", help="cancel every held message (each gets the decision cancelled)"
+    ).add_argument("automation_id")
+    h.set_defaults(func=cmd_held)
 
     c = sub.add_parser("connector", help="send sms.outbox through an HTTP SMS gateway")
     c.add_argument("--gateway", choices=["gatewayapi", "webhook"], default=None,

@@ -4,6 +4,11 @@
 gateway connector and a fake SMS gateway, feeds the scenario of `smscool.scenario`,
 waits until every trigger is decided and every passed SMS answered, prints what
 happened and stops them all — also when Ctrl-C or SIGTERM cuts it short.
+
+The day ends at 07:50 in Copenhagen, and the worker's clock runs 40 times as fast
+from there: the night's triggers for windowed automations are held, and go out when
+the 08:00 window opens during the run, as do deferred ones whose cooldown ends by the
+end of the run (08:15 on that clock).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as wall_time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from smscool.processes import (
     ConnectorProcess,
@@ -28,6 +35,8 @@ from smscool.scenario import OUTSIDE_SYSTEM, Scenario, scenario
 from streams import codecs, topics
 from streams.automations import publish_automation
 from streams.bundles import events_seen
+from streams.clock import Clock
+from streams.held import read_held
 from streams.kafka import (
     NotDelivered,
     Record,
@@ -45,9 +54,16 @@ def _ago(ms: int) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
-def _print_summary(sc: Scenario, decisions: list[dict], dead: list[dict], outbox: int,
-                   elapsed_s: float, tag: Callable[[str], str]) -> None:
-    by_outcome = Counter(d["outcome"] for d in decisions)
+def _clock(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, DEMO_ZONE).strftime("%a %H:%M")
+
+
+def _print_summary(sc: Scenario, decided: dict[str, list[dict]], dead: list[dict],
+                   still_held: int, outbox: int, elapsed_s: float,
+                   tag: Callable[[str], str]) -> None:
+    first = [records[0] for records in decided.values()]
+    by_outcome = Counter(d["outcome"] for d in first)
+    later = Counter(d["outcome"] for records in decided.values() for d in records[1:])
     print(f"\nsms-cooldown demo: {len(sc.triggers)} triggers for {len(sc.e164_of)} customers "
           f"over one day, {len(sc.sends)} SMS sent by '{OUTSIDE_SYSTEM}', "
           f"{len(sc.automations)} automations")
@@ -55,6 +71,9 @@ def _print_summary(sc: Scenario, decisions: list[dict], dead: list[dict], outbox
         ("triggers read", len(sc.triggers)),
         ("passed, to sms.outbox", by_outcome.pop("passed", 0)),
         ("suppressed by cooldown", by_outcome.pop("suppressed_cooldown", 0)),
+        ("held: outside the sending window", by_outcome.pop("held_window", 0)),
+        ("held: deferred by cooldown", by_outcome.pop("deferred_cooldown", 0)),
+        ("expired: could not go out in time", by_outcome.pop("expired", 0)),
         ("dropped: outside the sending window", by_outcome.pop("outside_window", 0)),
         ("dropped: automation disabled", by_outcome.pop("automation_disabled", 0)),
         ("invalid number", by_outcome.pop("invalid_number", 0)),
@@ -65,15 +84,56 @@ def _print_summary(sc: Scenario, decisions: list[dict], dead: list[dict], outbox
     ]
     for label, count in rows:
         print(f"  {label:38} {count:6}")
+    print(f"  of the held, by {_clock(sc_end_of_run(sc))} on the worker's clock:")
+    for label, count in [
+        ("released, to sms.outbox", later.pop("released", 0)),
+        ("collapsed: another went out at once", later.pop("collapsed", 0)),
+        ("deferred again", later.pop("deferred_cooldown", 0)),
+        ("suppressed at the release", later.pop("suppressed_cooldown", 0)),
+        ("expired", later.pop("expired", 0)),
+        *((f"other: {k}", v) for k, v in sorted(later.items()) if k != "held_window"),
+        ("still held (sms.held)", still_held),
+    ]:
+        print(f"    {label:36} {count:6}")
     print(f"  {'send requests on sms.outbox':38} {outbox:6}")
-    suppressed = [d for d in decisions if d["outcome"] == "suppressed_cooldown"]
+    suppressed = [d for d in first if d["outcome"] == "suppressed_cooldown"]
     external = [d for d in suppressed if d["cause_origin"] == OUTSIDE_SYSTEM][:1]
     internal = [d for d in suppressed if d["cause_origin"] != OUTSIDE_SYSTEM][:1]
     for d in external + internal:
         print(f"  e.g. {d['event_id']} ({d['automation_id']}, number {tag(d['e164'])}) was "
               f"suppressed: an SMS from {d['cause_origin']} reached it "
               f"{_ago(d['decided_at_ms'] - d['cause_at_ms'])} earlier (ref {d['cause_ref']})")
+    for wanted in ("held_window", "deferred_cooldown"):
+        for records in decided.values():
+            if records[0]["outcome"] == wanted and records[-1]["outcome"] == "released" \
+                    and records[-1]["decided_at_ms"] >= sc.end_ms:
+                d, out = records[0], records[-1]
+                print(f"  e.g. {d['event_id']} ({d['automation_id']}, number {tag(d['e164'])}) "
+                      f"was {wanted.replace('_', ' by ')} at {_clock(d['decided_at_ms'])} "
+                      f"and went out at {_clock(out['decided_at_ms'])}")
+                break
     print(f"  {'decided and sent in':38} {elapsed_s:6.1f} s")
+
+
+# The simulated day ends shortly before a window opens, and the worker's clock runs
+# fast from there, so that holds are released during the run.
+DEMO_ZONE = ZoneInfo("Europe/Copenhagen")
+DAY_ENDS_AT = wall_time(7, 50)
+CLOCK_SPEED = 40.0  # 40 minutes a minute
+RUN_FOR_MS = 25 * 60_000  # on the worker's clock: until 08:15
+
+
+def day_end_ms(now_ms: int) -> int:
+    """The next 07:50 in Copenhagen after `now_ms`."""
+    now = datetime.fromtimestamp(now_ms / 1000, DEMO_ZONE)
+    end = datetime.combine(now.date(), DAY_ENDS_AT, DEMO_ZONE)
+    if end <= now:
+        end = datetime.combine(now.date() + timedelta(days=1), DAY_ENDS_AT, DEMO_ZONE)
+    return int(end.timestamp() * 1000)
+
+
+def sc_end_of_run(sc: Scenario) -> int:
+    return sc.end_ms + RUN_FOR_MS
 
 
 DEMO_GATEWAY_TOKEN = "demo-token"
@@ -109,8 +169,8 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
             bootstrap = broker.bootstrap_servers
             print(f"embedded broker on {bootstrap}")
         ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
-        now_ms = int(datetime.now(UTC).timestamp() * 1000)
-        sc = scenario(seed, triggers, numbers, now_ms)
+        end_ms = day_end_ms(int(datetime.now(UTC).timestamp() * 1000))
+        sc = scenario(seed, triggers, numbers, end_ms)
         for automation in sc.automations:
             publish_automation(bootstrap, automation)
         gateway = FakeGatewayProcess(work / "gateway.log", DEMO_GATEWAY_TOKEN,
@@ -119,7 +179,9 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
         gateway.start()
         print(f"{len(sc.automations)} automations on {topics.AUTOMATIONS}; fake SMS gateway on "
               f"{gateway.url}; starting a worker and the connector")
-        worker = WorkerProcess(bootstrap, work / "data", work / "worker.log")
+        clock = Clock.starting_at(end_ms, CLOCK_SPEED)
+        worker = WorkerProcess(bootstrap, work / "data", work / "worker.log",
+                               {"SMSCOOL_CLOCK": clock.spec()})
         stack.callback(worker.stop)
         worker.start()
         connector = ConnectorProcess(
@@ -135,24 +197,36 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
             wait_for(bootstrap, topics.BY_NUMBER, events_seen(len(sc.sends)), 60)
             produce_all(producer(bootstrap), topics.TRIGGERS, sc.triggers)
             print(f"{len(sc.triggers)} triggers on {topics.TRIGGERS}; waiting for decisions")
-            decided: dict[str, dict] = {}
+            first: dict[str, dict] = {}
 
             def collect_decision(records: list[Record]) -> bool:
                 d = codecs.DECISION.decode(records[-1].value)
-                decided.setdefault(d["event_id"], d)
+                first.setdefault(d["event_id"], d)
                 # Each readable trigger answers at most one automation here, so it
-                # gets exactly one decision; the garbage ones go to the dead letters.
-                return len(decided) + sc.garbage >= len(sc.triggers)
+                # gets one first decision; the garbage ones go to the dead letters.
+                return len(first) + sc.garbage >= len(sc.triggers)
 
             wait_for(bootstrap, topics.DECISIONS, collect_decision, 120)
-            passed = sum(d["outcome"] == "passed" for d in decided.values())
-            print(f"every trigger decided; waiting for the gateway's answer to {passed} SMS")
+            held = sum(d["outcome"] in ("held_window", "deferred_cooldown")
+                       for d in first.values())
+            until_s = (sc_end_of_run(sc) - clock.now_ms()) / CLOCK_SPEED / 1000
+            print(f"every trigger decided, {held} held; the worker's clock reads "
+                  f"{_clock(clock.now_ms())}: waiting {max(until_s, 0):.0f} s until it reads "
+                  f"{_clock(sc_end_of_run(sc))}")
+            time.sleep(max(until_s, 0) + 2)
+            decided: dict[str, list[dict]] = {}
+            for record in iter_records(bootstrap, topics.DECISIONS, idle_s=1.0):
+                d = codecs.DECISION.decode(record.value)
+                decided.setdefault(d["event_id"], []).append(d)
+            sending = {d["decision_id"] for records in decided.values() for d in records
+                       if d["outcome"] in ("passed", "released")}
+            print(f"waiting for the gateway's answer to {len(sending)} SMS")
             outcomes: dict[str, dict] = {}
 
             def collect_outcome(records: list[Record]) -> bool:
                 o = codecs.DELIVERY_OUTCOME.decode(records[-1].value)
                 outcomes[o["decision_id"]] = o
-                return len(outcomes) >= passed
+                return sending <= set(outcomes)
 
             wait_for(bootstrap, topics.DELIVERY, collect_outcome, 120)
             elapsed = time.monotonic() - started
@@ -161,6 +235,7 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
                 if d["source_topic"] == topics.TRIGGERS]
             outbox = len({codecs.SEND_REQUEST.decode(r.value)["decision_id"]
                           for r in iter_records(bootstrap, topics.OUTBOX, idle_s=0.5)})
+            still_held = len(read_held(bootstrap))
             http_requests = len(gateway.recorded("requests"))
             accepted = len(gateway.recorded("accepted"))
         except (TimeoutError, NotDelivered) as exc:
@@ -168,7 +243,7 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
             for process in (worker, connector):
                 print(f"--- {process.log_path.name}\n{process.log_tail()}", file=sys.stderr)
             return 1
-        _print_summary(sc, list(decided.values()), dead, outbox, elapsed, settings.number_tag)
+        _print_summary(sc, decided, dead, still_held, outbox, elapsed, settings.number_tag)
         refused = sum(o["outcome"] != "accepted" for o in outcomes.values())
         print(f"  {'SMS accepted by the fake gateway':38} {accepted:6}")
         print(f"  {'  HTTP requests (with retries)':38} {http_requests:6}")

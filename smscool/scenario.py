@@ -22,8 +22,11 @@ DAY_MS = 24 * HOUR_MS
 OUTSIDE_SYSTEM = "newsletter-platform"
 
 
-def demo_automations(now_ms: int) -> list[Automation]:
-    return [
+def demo_automations(now_ms: int, holding: bool = True) -> list[Automation]:
+    """The demo's automations. With `holding`, a trigger outside a window is held
+    until it opens (the default) and back-in-stock defers a trigger inside its cooldown
+    for up to 6 h; without, both are dropped, as automations could do before holds."""
+    automations = [
         Automation("cart-reminder", "Abandoned cart, 1st reminder", country="DK",
                    event_type="cart_abandoned", window="daily 08:00-21:00",
                    message="Hi {name}, your basket is waiting for you.", sender="Shop",
@@ -39,12 +42,16 @@ def demo_automations(now_ms: int) -> list[Automation]:
         Automation("back-in-stock", "Back in stock", country="DK",
                    event_type="back_in_stock", timezone="Europe/Copenhagen", window="always",
                    message="{product} is back in stock.", sender="Shop",
-                   cooldown_enabled=True, cooldown_ms=2 * HOUR_MS, updated_at_ms=now_ms),
+                   cooldown_enabled=True, cooldown_ms=2 * HOUR_MS, on_cooldown="defer",
+                   max_hold_ms=6 * HOUR_MS, priority=1, updated_at_ms=now_ms),
         Automation("spring-promo", "Spring promotion (ended)", country="DK",
                    event_type="spring_promo", message="Spring sale!", sender="Shop",
                    enabled=False, cooldown_enabled=True, cooldown_ms=DAY_MS,
                    updated_at_ms=now_ms),
     ]
+    if holding:
+        return automations
+    return [a.updated(outside_window="drop", on_cooldown="drop") for a in automations]
 
 
 # Event types with their weights, and the attributes their messages need.
@@ -72,12 +79,14 @@ class Scenario:
     event_ids: list[str] = field(default_factory=list)  # of each trigger, in order
     garbage: int = 0
     e164_of: dict[str, str] = field(default_factory=dict)  # customer id -> E.164
+    end_ms: int = 0  # when the day ends
 
 
-def scenario(seed: int, n_triggers: int, n_numbers: int, end_ms: int) -> Scenario:
+def scenario(seed: int, n_triggers: int, n_numbers: int, end_ms: int,
+             holding: bool = True) -> Scenario:
     """A day of input ending at `end_ms`: triggers keyed by customer id, numbers
     written in mixed formats, a few invalid numbers, unknown automations and garbage
-    records, and sends from another system."""
+    records, and sends from another system. `holding`: see `demo_automations`."""
     rng = random.Random(seed)
     start_ms = end_ms - DAY_MS
     nationals: list[str] = []
@@ -89,7 +98,7 @@ def scenario(seed: int, n_triggers: int, n_numbers: int, end_ms: int) -> Scenari
     customers = [f"customer-{i:05d}" for i in range(n_numbers)]
     # Some customers are far more active than others.
     weights = [1 / (rank + 1) ** 0.8 for rank in range(n_numbers)]
-    result = Scenario(demo_automations(start_ms), [], [])
+    result = Scenario(demo_automations(start_ms, holding), [], [], end_ms=end_ms)
     result.e164_of = {c: f"+45{n}" for c, n in zip(customers, nationals, strict=False)}
 
     for i in range(max(1, n_numbers // 8)):

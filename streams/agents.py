@@ -8,12 +8,16 @@ multi-get, applies `streams.step.step` to each event in order, writes the change
 states with one write batch (`streams.number_states`), and sends the decisions, send
 requests and changelog records through librdkafka. Faust keeps the table's life:
 its stores, changelog topic, recovery, partition assignment and offset commits.
+
+Held messages live in the same states; the release timer (`release_due`) reads each
+assigned partition's release index up to now and steps the numbers it names.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faust
@@ -21,9 +25,17 @@ import faust
 from streams import codecs, topics
 from streams.bundles import decode_bundle
 from streams.faust_patches import StoreAccess
+from streams.held import held_records, index_changes, index_keys, parse_index_key
 from streams.number_states import NumberStates
 from streams.outcomes import INVALID_RECORD
-from streams.records import DeadLetter, DecisionRecord, NumberEvent, Source
+from streams.records import (
+    CANCEL_EVENT,
+    DUE_EVENT,
+    DeadLetter,
+    DecisionRecord,
+    NumberEvent,
+    Source,
+)
 from streams.rule import NumberState
 from streams.settings import Settings
 from streams.state import decode_state, encode_state
@@ -39,6 +51,9 @@ STORE_OPTIONS = {
     "max_write_buffer_number": 2,
     "block_cache_size": 32 * 1024 * 1024,
 }
+# Numbers the release timer decides per partition per pass; the rest wait for the next
+# pass, which follows at once, so the event loop is never held for long.
+RELEASE_BATCH = 5000
 
 
 @dataclass
@@ -61,7 +76,7 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any) -> Pipel
         key_type=bytes, value_type=bytes, options=dict(STORE_OPTIONS),
     )
     states = NumberStates(StoreAccess(last_sent), outputs,
-                          topics.changelog_topic(settings.app_id))
+                          topics.changelog_topic(settings.app_id), settings.partitions)
     pipeline = Pipeline(app, settings, last_sent, states, outputs)
 
     # The agent yields nothing: for each value an agent yields, Faust writes a debug
@@ -73,6 +88,25 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any) -> Pipel
             decide_bundle(pipeline, Source(message.topic, message.partition, message.offset,
                                            round(message.timestamp * 1000), message.key,
                                            message.value))
+
+    tick_s = settings.release_tick_ms / 1000
+
+    @app.task
+    async def release_timer() -> None:
+        clock = settings.clock
+        while True:
+            # Only between rebalances: a partition being recovered has a half-read
+            # index and states, and one just revoked is another worker's.
+            if app.rebalancing or app.in_recovery:
+                await asyncio.sleep(tick_s)
+                continue
+            decided = release_due(pipeline, clock.now_ms())
+            if decided:
+                # The states may go to the stores once their changelog records are
+                # acknowledged; without this they would wait for the next bundle.
+                await outputs.flush()
+                pipeline.states.persist()
+            await asyncio.sleep(0 if decided >= RELEASE_BATCH else tick_s)
 
     return pipeline
 
@@ -96,6 +130,8 @@ def decide_bundle(pipeline: Pipeline, source: Source) -> None:
         log.info("bundle %s[%d]@%d skipped: the partition is no longer assigned",
                  source.topic, partition, source.offset)
         return
+    if any(event.kind == CANCEL_EVENT for event in events):
+        events = _cancels_per_number(pipeline, partition, events)
     keys = list({event.e164.encode(): None for event in events})
     states: dict[bytes, NumberState | None] = {}
     unreadable: set[bytes] = set()
@@ -104,6 +140,7 @@ def decide_bundle(pipeline: Pipeline, source: Source) -> None:
             states[key] = decode_state(value)
         except ValueError:
             unreadable.add(key)
+    before = dict(states)
     changed: dict[bytes, NumberState] = {}
     send = outputs.send
     for event in events:
@@ -119,13 +156,88 @@ def decide_bundle(pipeline: Pipeline, source: Source) -> None:
             continue
         if new_state is not state and new_state is not None and new_state != state:
             states[key] = changed[key] = new_state
-        for record in records:
-            if isinstance(record, DecisionRecord):
-                send(topics.DECISIONS, key, codecs.DECISION.encode(record.to_dict()))
-            else:
-                send(topics.OUTBOX, key, codecs.SEND_REQUEST.encode(record.to_dict()))
-    pipeline.states.write(partition, {key: encode_state(state)
-                                      for key, state in changed.items()})
+        _send_records(send, key, records)
+    writes: dict[bytes, bytes | None] = {}
+    for key, state in changed.items():
+        writes[key] = encode_state(state)
+        old = before[key]
+        if state.held or (old is not None and old.held):
+            _held_changes(pipeline, key, old, state, writes)
+    pipeline.states.write(partition, writes)
+
+
+def release_due(pipeline: Pipeline, now_ms: int) -> int:
+    """Step every number of the assigned partitions whose held messages are due at
+    `now_ms`; returns how many numbers were stepped (at most RELEASE_BATCH a
+    partition)."""
+    states = pipeline.states
+    stepped = 0
+    for partition in range(pipeline.settings.partitions):
+        if not states.open(partition):
+            continue
+        due = states.due_index_keys(partition, now_ms, RELEASE_BATCH)
+        if not due:
+            continue
+        found: dict[bytes, list[bytes]] = {}
+        for key in due:
+            found.setdefault(parse_index_key(key)[1], []).append(key)
+        numbers = list(found)
+        writes: dict[bytes, bytes | None] = {}
+        for e164, value in zip(numbers, states.read(partition, numbers), strict=True):
+            try:
+                state = decode_state(value)
+            except ValueError:
+                log.error("number %s: its stored state cannot be read; its held messages "
+                          "cannot be released", pipeline.settings.number_tag(e164))
+                writes.update(dict.fromkeys(found[e164]))
+                continue
+            event = NumberEvent(DUE_EVENT, e164.decode(), now_ms, "", -1, -1)
+            new_state, records = step(state, event)
+            _send_records(pipeline.outputs.send, e164, records)
+            if new_state is not None and new_state != state:
+                writes[e164] = encode_state(new_state)
+                _held_changes(pipeline, e164, state, new_state, writes)
+            # Entries that point at nothing due (left by a crash between writes).
+            kept = index_keys(e164, new_state)
+            writes.update((key, None) for key in found[e164] if key not in kept)
+        states.write(partition, writes)
+        stepped += len(numbers)
+    return stepped
+
+
+def _held_changes(pipeline: Pipeline, e164: bytes, before: NumberState | None,
+                  after: NumberState, writes: dict[bytes, bytes | None]) -> None:
+    """The release index entries and sms.held records that follow a change of the
+    number's held messages."""
+    if (before.held if before is not None else ()) == after.held:
+        return
+    writes.update(index_changes(e164, before, after))
+    for key, value in held_records(e164, before, after):
+        pipeline.outputs.send(topics.HELD, key, value)
+
+
+def _cancels_per_number(pipeline: Pipeline, partition: int,
+                        events: list[NumberEvent]) -> list[NumberEvent]:
+    """Each cancel (for the whole partition) as one event per number that may hold a
+    message: those in the release index, and those of the bundle itself."""
+    numbers = {parse_index_key(key)[1].decode()
+               for key in pipeline.states.due_index_keys(partition, 2**62, 2**31)}
+    numbers.update(event.e164 for event in events if event.e164)
+    out: list[NumberEvent] = []
+    for event in events:
+        if event.kind == CANCEL_EVENT and not event.e164:
+            out.extend(replace(event, e164=number) for number in sorted(numbers))
+        else:
+            out.append(event)
+    return out
+
+
+def _send_records(send: Any, key: bytes, records: list[Any]) -> None:
+    for record in records:
+        if isinstance(record, DecisionRecord):
+            send(topics.DECISIONS, key, codecs.DECISION.encode(record.to_dict()))
+        else:
+            send(topics.OUTBOX, key, codecs.SEND_REQUEST.encode(record.to_dict()))
 
 
 def _dead_letter_event(pipeline: Pipeline, event: NumberEvent, detail: str) -> None:

@@ -41,6 +41,13 @@ def format_duration(ms: int) -> str:
     return f"{ms}ms"
 
 
+# What an automation does with a trigger it may not send now.
+HOLD, DROP, DEFER = "hold", "drop", "defer"
+# Any window opens within a week: held that long, a message outside its window always
+# gets its turn.
+DEFAULT_MAX_HOLD_MS = 7 * 86_400_000
+
+
 class MissingAttribute(KeyError):
     pass
 
@@ -61,8 +68,21 @@ class Automation:
     cooldown_ms: int = 0
     failed_sends_count: bool = False
     updated_at_ms: int = 0
+    outside_window: str = HOLD  # or DROP
+    on_cooldown: str = DROP  # or DEFER
+    max_hold_ms: int = DEFAULT_MAX_HOLD_MS
+    priority: int = 0
 
     def __post_init__(self) -> None:
+        if self.outside_window not in (HOLD, DROP):
+            raise ValueError(f"outside_window is '{HOLD}' or '{DROP}', "
+                             f"not {self.outside_window!r}")
+        if self.on_cooldown not in (DROP, DEFER):
+            raise ValueError(f"on_cooldown is '{DROP}' or '{DEFER}', not {self.on_cooldown!r}")
+        if self.max_hold_ms <= 0:
+            raise ValueError("the maximum hold must be greater than zero")
+        if not -1_000_000 <= self.priority <= 1_000_000:
+            raise ValueError("a priority lies between -1000000 and 1000000")
         if not self.automation_id.strip():
             raise ValueError("an automation needs an id")
         if len(self.automation_id.encode()) > 100:

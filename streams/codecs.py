@@ -44,10 +44,11 @@ def _without_logical_types(node: Any) -> Any:
 
 
 @cache
-def schema(full_name: str) -> Any:
-    """The parsed schema of `full_name`; a record that names another record (a bundle
-    of number events) has that one's file parsed first."""
-    path = SCHEMA_DIR / f"{full_name}.avsc"
+def schema(full_name: str, file_name: str | None = None) -> Any:
+    """The parsed schema of `full_name` (from `file_name` under schemas/, if given); a
+    record that names another record (a bundle of number events) has that one's file
+    parsed first."""
+    path = SCHEMA_DIR / (file_name or f"{full_name}.avsc")
     with path.open() as f:
         body = _without_logical_types(json.load(f))
     named: dict[str, Any] = {}
@@ -61,9 +62,15 @@ def schema(full_name: str) -> Any:
 
 
 class AvroCodec:
-    def __init__(self, full_name: str) -> None:
+    """`earlier`: files under schemas/ of the schema's earlier versions, each adding
+    fields at the end. A record that the current schema cannot read is read as each of
+    them in turn, newest first, the added fields taking their defaults: records written
+    before an upgrade (a compacted topic keeps them) stay readable."""
+
+    def __init__(self, full_name: str, earlier: tuple[str, ...] = ()) -> None:
         self.full_name = full_name
         self.schema = schema(full_name)
+        self._earlier = [schema(full_name, name) for name in earlier]
         self._defaults = {
             f["name"]: f["default"] for f in self.schema["fields"] if "default" in f
         }
@@ -100,9 +107,21 @@ class AvroCodec:
         return self.decode_avro(data)
 
     def decode_avro(self, data: bytes) -> dict[str, Any]:
+        try:
+            return self._decode_avro(data, self.schema)
+        except CodecError:
+            for writer in self._earlier:
+                try:
+                    return self._decode_avro(data, writer)
+                except CodecError:
+                    continue
+            raise
+
+    def _decode_avro(self, data: bytes, writer: Any) -> dict[str, Any]:
         buffer = io.BytesIO(data)
         try:
-            record = fastavro.schemaless_reader(buffer, self.schema, None)
+            record = fastavro.schemaless_reader(
+                buffer, writer, None if writer is self.schema else self.schema)
         except Exception as exc:  # fastavro raises many kinds on garbage; all mean the same
             raise CodecError(
                 "undecodable", f"not a valid Avro {self.full_name}: {type(exc).__name__}"
@@ -146,7 +165,8 @@ class AvroCodec:
         return record
 
 
-AUTOMATION = AvroCodec("sms_cooldown.Automation")
+AUTOMATION = AvroCodec("sms_cooldown.Automation",
+                       earlier=("earlier/sms_cooldown.Automation.1.avsc",))
 TRIGGER = AvroCodec("sms_cooldown.Trigger")
 SENT = AvroCodec("sms_cooldown.Sent")
 NUMBER_EVENT = AvroCodec("sms_cooldown.NumberEvent")
@@ -155,8 +175,9 @@ SEND_REQUEST = AvroCodec("sms_cooldown.SendRequest")
 DECISION = AvroCodec("sms_cooldown.Decision")
 DEAD_LETTER = AvroCodec("sms_cooldown.DeadLetter")
 DELIVERY_OUTCOME = AvroCodec("sms_cooldown.DeliveryOutcome")
+HELD = AvroCodec("sms_cooldown.Held")
 
 CODECS = {c.full_name: c for c in (
     AUTOMATION, TRIGGER, SENT, NUMBER_EVENT, NUMBER_EVENT_BUNDLE, SEND_REQUEST, DECISION,
-    DEAD_LETTER, DELIVERY_OUTCOME,
+    DEAD_LETTER, DELIVERY_OUTCOME, HELD,
 )}

@@ -270,6 +270,11 @@ class StoreAccess:
         # keeps one dict for all.
         self._rocksdb = hasattr(self._store, "_dbs")
 
+    @property
+    def shares_partitions(self) -> bool:
+        """True for the memory store (tests), which keeps every partition in one dict."""
+        return not self._rocksdb
+
     def open(self, partition: int) -> bool:
         """Whether the partition's store is open. Faust opens it when the partition is
         assigned, or at the first table access of an event of that partition; this
@@ -290,12 +295,37 @@ class StoreAccess:
             return [data.get(key) for key in keys]
         return list(self._store._dbs[partition][keys])
 
-    def write(self, partition: int, items: Iterable[tuple[bytes, bytes]],
-              changelog_offset: int | None) -> bool:
-        """Write `items` and, in the same batch, the changelog offset they reach.
-        False when the partition's store is no longer open (revoked)."""
+    def keys_between(self, partition: int, start: bytes, end: bytes,
+                     limit: int) -> list[bytes]:
+        """Up to `limit` keys from `start` (included) to `end` (excluded), in order."""
         if not self._rocksdb:
-            self._store.data.update(items)
+            return sorted(k for k in self._store.data if start <= k < end)[:limit]
+        db = self._store._dbs.get(partition)
+        if db is None:
+            return []
+        keys: list[bytes] = []
+        iterator = db.iter()
+        iterator.seek(start)
+        while iterator.valid() and len(keys) < limit:
+            key = iterator.key()
+            if key >= end:
+                break
+            keys.append(key)
+            iterator.next()
+        return keys
+
+    def write(self, partition: int, items: Iterable[tuple[bytes, bytes | None]],
+              changelog_offset: int | None) -> bool:
+        """Write `items` (a value of None deletes the key) and, in the same batch, the
+        changelog offset they reach. False when the partition's store is no longer
+        open (revoked)."""
+        if not self._rocksdb:
+            data = self._store.data
+            for key, value in items:
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
             return True
         db = self._store._dbs.get(partition)
         if db is None:
@@ -304,7 +334,10 @@ class StoreAccess:
 
         batch = WriteBatch(raw_mode=True)
         for key, value in items:
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         if changelog_offset is not None:
             # Where recovery starts reading this partition's changelog next time.
             batch.put(self._store.offset_key, str(changelog_offset).encode())

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams import codecs, topics
-from streams.automations import Automation, Catalog, MissingAttribute, UnknownAutomation
+from streams.automations import (
+    DEFER,
+    HOLD,
+    Automation,
+    Catalog,
+    MissingAttribute,
+    UnknownAutomation,
+)
 from streams.numbers import InvalidNumber, to_e164
 from streams.outcomes import (
     FUTURE_SEND,
@@ -36,6 +43,7 @@ from streams.records import (
     Source,
 )
 from streams.rule import decision_id_for
+from streams.window import ALWAYS, recipient_zone
 
 # Gateways split long texts into concatenated SMS of 153 characters and stop at about
 # ten; a longer text (a runaway attribute) would also bloat every record downstream.
@@ -156,9 +164,14 @@ def _route_trigger_to(source: Source, trigger: dict[str, Any], automation: Autom
         cooldown_enabled=automation.cooldown_enabled,
         cooldown_ms=automation.cooldown_ms,
         window=automation.window,
-        timezone=automation.zone,
+        timezone=automation.zone if automation.window == ALWAYS
+        else recipient_zone(e164, automation.zone),
         text=text,
         sender=automation.sender,
+        hold_outside_window=automation.outside_window == HOLD,
+        defer_on_cooldown=automation.on_cooldown == DEFER,
+        max_hold_ms=automation.max_hold_ms,
+        priority=automation.priority,
     ))
 
 

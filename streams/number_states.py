@@ -12,16 +12,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams.bundles import partition_for
 from streams.faust_patches import StoreAccess
+from streams.held import INDEX_PREFIX, index_range_end, parse_index_key
 
 
 class NumberStates:
-    def __init__(self, store: StoreAccess, outputs: Any, changelog_topic: str) -> None:
+    def __init__(self, store: StoreAccess, outputs: Any, changelog_topic: str,
+                 partitions: int) -> None:
         self._store = store
+        self._partitions = partitions
         self._outputs = outputs
         self._changelog_topic = changelog_topic
-        # Partition -> key -> state bytes written to the changelog, not yet to the store.
-        self._pending: dict[int, dict[bytes, bytes]] = {}
+        # Partition -> key -> state bytes (None: deleted) written to the changelog, not
+        # yet to the store; the release index's share of them also apart, so that the
+        # release timer does not look through every pending state.
+        self._pending: dict[int, dict[bytes, bytes | None]] = {}
+        self._pending_index: dict[int, dict[bytes, bytes | None]] = {}
 
     def open(self, partition: int) -> bool:
         """Whether the partition's store is open (opened now if the partition is
@@ -37,14 +44,37 @@ class NumberStates:
             if missing else {}
         return [pending[key] if key in pending else stored[key] for key in keys]
 
-    def write(self, partition: int, changes: dict[bytes, bytes]) -> None:
+    def write(self, partition: int, changes: dict[bytes, bytes | None]) -> None:
+        """Write states (None deletes the key) to the changelog now, to the store at the
+        next `persist`."""
         if not changes:
             return
         send = self._outputs.send
         topic = self._changelog_topic
+        index: dict[bytes, bytes | None] | None = None
         for key, value in changes.items():
             send(topic, key, value, partition)
+            if key[:1] == b"\x00" and key.startswith(INDEX_PREFIX):
+                if index is None:
+                    index = self._pending_index.setdefault(partition, {})
+                index[key] = value
         self._pending.setdefault(partition, {}).update(changes)
+
+    def due_index_keys(self, partition: int, now_ms: int, limit: int) -> list[bytes]:
+        """The partition's release index entries due at `now_ms` (at most about `limit`),
+        in release order."""
+        end = index_range_end(now_ms)
+        stored = self._store.keys_between(partition, INDEX_PREFIX, end, limit)
+        if self._store.shares_partitions:
+            stored = [key for key in stored
+                      if partition_for(parse_index_key(key)[1], self._partitions) == partition]
+        pending = self._pending_index.get(partition)
+        if not pending:
+            return stored
+        keys = {key for key in stored if pending.get(key, b"") is not None}
+        keys.update(key for key, value in pending.items() if value is not None and key < end)
+        return sorted(keys)[:limit] if len(stored) < limit else \
+            sorted(k for k in keys if k <= stored[-1])
 
     def persist(self) -> None:
         """Write the pending states to the stores. Call it only when every changelog
@@ -55,3 +85,4 @@ class NumberStates:
             # worker that takes it over reads them from there.
             self._store.write(partition, changes.items(), offsets.get(partition))
         self._pending.clear()
+        self._pending_index.clear()

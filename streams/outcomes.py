@@ -12,8 +12,19 @@ PASSED = "passed"
 SUPPRESSED_COOLDOWN = "suppressed_cooldown"
 OUTSIDE_WINDOW = "outside_window"
 AUTOMATION_DISABLED = "automation_disabled"
+# Held: the message waits in the number's state until `release_at_ms`.
+HELD_WINDOW = "held_window"
+DEFERRED_COOLDOWN = "deferred_cooldown"
+# What became of a held message: sent at its release, past its deadline, beaten by
+# another held message of the number due at the same release, or cancelled.
+RELEASED = "released"
+EXPIRED = "expired"
+COLLAPSED = "collapsed"
+CANCELLED = "cancelled"
+HOLD_OUTCOMES: tuple[str, ...] = (HELD_WINDOW, DEFERRED_COOLDOWN)
 RULE_OUTCOMES: tuple[str, ...] = (PASSED, SUPPRESSED_COOLDOWN, OUTSIDE_WINDOW,
-                                  AUTOMATION_DISABLED)
+                                  AUTOMATION_DISABLED, *HOLD_OUTCOMES, RELEASED, EXPIRED,
+                                  COLLAPSED, CANCELLED)
 
 # Decided at ingest, before any state is read.
 INVALID_NUMBER = "invalid_number"

@@ -39,7 +39,7 @@ class KafkaOutputs:
         # Partition -> highest acknowledged offset of the topic `offsets_of`.
         self.acknowledged: dict[int, int] = {}
 
-    def send(self, topic: str, key: bytes | None, value: bytes,
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None = None) -> None:
         args: dict[str, Any] = {"on_delivery": self._delivered}
         if partition is not None:

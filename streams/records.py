@@ -17,6 +17,12 @@ R = TypeVar("R", bound="_Record")
 TRIGGER_EVENT = "trigger"
 SENT_EVENT = "sent"
 RELEASE_EVENT = "release"
+# An operator's cancel of an automation's held messages, one per bundle partition; its
+# `origin` is the outcome the cancelled messages get.
+CANCEL_EVENT = "cancel"
+# Made by the cooldown agent's release timer, never written to Kafka: the number's held
+# messages that are due at `at_ms`.
+DUE_EVENT = "due"
 
 
 class _Record:
@@ -63,9 +69,11 @@ class Source:
 class NumberEvent(_Record):
     """One event about one E.164 number, as ingest hands it to the cooldown agent: a
     trigger for one automation (with the automation's terms and the rendered text), a
-    send from any origin, or the release of a reservation whose SMS was refused."""
+    send from any origin, or the release of a reservation whose SMS was refused. Also
+    an operator's cancel (for every number of a partition: `e164` is empty) and, inside
+    the agent only, a number's held messages coming due."""
 
-    kind: str  # TRIGGER_EVENT, SENT_EVENT or RELEASE_EVENT
+    kind: str  # TRIGGER_EVENT, SENT_EVENT, RELEASE_EVENT, CANCEL_EVENT or DUE_EVENT
     e164: str
     at_ms: int  # trigger: when it reached Kafka (the decision clock); sent: when it went out
     source_topic: str
@@ -78,11 +86,15 @@ class NumberEvent(_Record):
     cooldown_enabled: bool = False
     cooldown_ms: int = 0
     window: str = "always"
-    timezone: str = "UTC"
+    timezone: str = "UTC"  # the recipient's: the window counts in the number's zone
     text: str | None = None
     sender: str | None = None
     origin: str | None = None
     ref: str | None = None
+    hold_outside_window: bool = True
+    defer_on_cooldown: bool = False
+    max_hold_ms: int = 0
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,23 @@ class DecisionRecord(_Record):
     cause_at_ms: int | None = None
     cause_origin: str | None = None
     cause_ref: str | None = None
+    release_at_ms: int | None = None  # held: when it goes out; expired: when it would have
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage(_Record):
+    """A message held for a number, as topic sms.held shows it (key: decision id; a
+    tombstone once it is no longer held)."""
+
+    decision_id: str
+    event_id: str
+    automation_id: str
+    e164: str
+    outcome: str  # HELD_WINDOW or DEFERRED_COOLDOWN
+    trigger_at_ms: int
+    release_at_ms: int
+    deadline_ms: int
+    priority: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """The cooldown rule: may an automation text a number now, given what was last sent to it?
+And if not now, when?
 
 Owns the decision and the number's state transitions, as pure functions: no I/O and no clock
-(`now_ms` is always given), so a replayed trigger is decided exactly as before.
+(`now_ms` is always given), so a replayed trigger is decided exactly as before. A message
+that may not go out now is held in the number's state (`Held`) until the first moment it
+may: the window's next opening, or the end of the cooldown; past its deadline it expires.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from dataclasses import dataclass
 
 from streams.outcomes import (
     AUTOMATION_DISABLED,
+    DEFERRED_COOLDOWN,
+    EXPIRED,
+    HELD_WINDOW,
     OUTSIDE_WINDOW,
     PASSED,
     RULE_OUTCOMES,
     SUPPRESSED_COOLDOWN,
 )
-from streams.window import SendingWindow, in_window
+from streams.window import SendingWindow, in_window, next_opening_ms
 
 # A replay after a crash or rebalance covers the events since the last offset commit (about a
 # second of work). It is recognised as long as the number had fewer later passes with cooldown
@@ -33,12 +39,41 @@ class LastSend:
 
 
 @dataclass(frozen=True)
+class Held:
+    """A message waiting for its release: the trigger's decision, its text, and the
+    automation's terms as they were when it was triggered."""
+
+    decision_id: str
+    event_id: str
+    automation_id: str
+    text: str
+    sender: str
+    reason: str  # HELD_WINDOW or DEFERRED_COOLDOWN
+    trigger_at_ms: int
+    release_at_ms: int
+    deadline_ms: int  # it may go out up to and including this instant
+    priority: int
+    cooldown_ms: int  # 0: the automation has no cooldown
+    defer_on_cooldown: bool
+    hold_outside_window: bool
+    window: str  # spec, as in `streams.window`
+    timezone: str  # the recipient's zone, in which the window counts
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+
+@dataclass(frozen=True)
 class NumberState:
     last: LastSend | None = None
     recent_passes: tuple[str, ...] = ()  # decision ids of the latest passes, oldest first
     # What `last` replaced, so that a reservation whose SMS the gateway finally
     # refused can be released.
     previous: LastSend | None = None
+    held: tuple[Held, ...] = ()  # in the order they were held
+    # Decision ids of the latest held messages that are done with (released, expired,
+    # collapsed, cancelled), so that a replayed trigger is not held a second time.
+    finished: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,10 +83,18 @@ class AutomationTerms:
     cooldown_enabled: bool
     cooldown_ms: int  # > 0 when cooldown_enabled
     window: SendingWindow | None  # None = any time
+    # Outside the window: hold until it opens, or decide `outside_window` at once.
+    hold_outside_window: bool = False
+    # Inside the cooldown: hold until it ends, or decide `suppressed_cooldown` at once.
+    defer_on_cooldown: bool = False
+    max_hold_ms: int = 0
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if self.cooldown_enabled and self.cooldown_ms <= 0:
             raise ValueError("a cooldown needs an interval greater than zero")
+        if self.max_hold_ms < 0:
+            raise ValueError("a maximum hold cannot be negative")
 
 
 @dataclass(frozen=True)
@@ -59,7 +102,8 @@ class Decision:
     decision_id: str
     outcome: str
     decided_at_ms: int
-    cause: LastSend | None = None  # the earlier SMS that caused a suppression
+    cause: LastSend | None = None  # the earlier SMS that caused a suppression or deferral
+    release_at_ms: int | None = None  # held: when it goes out; expired: when it would have
 
     def __post_init__(self) -> None:
         if self.outcome not in RULE_OUTCOMES:
@@ -72,24 +116,61 @@ def decision_id_for(event_id: str, automation_id: str) -> str:
     return digest[:32]
 
 
+def judge(terms: AutomationTerms, last: LastSend | None, now_ms: int,
+          deadline_ms: int) -> Decision:
+    """What the rule says of a message for `terms` at `now_ms`, given the number's last
+    SMS: pass, hold (and until when), or not at all. The decision id is left empty."""
+    if not terms.enabled:
+        return Decision("", AUTOMATION_DISABLED, now_ms)
+    if terms.window is not None and not in_window(terms.window, now_ms):
+        if not terms.hold_outside_window:
+            return Decision("", OUTSIDE_WINDOW, now_ms)
+        return _hold(HELD_WINDOW, next_opening_ms(terms.window, now_ms), now_ms,
+                     deadline_ms, None)
+    # A last send dated after now (clock skew, a reservation ahead of us) also suppresses.
+    if terms.cooldown_enabled and last is not None and now_ms - last.at_ms < terms.cooldown_ms:
+        if not terms.defer_on_cooldown:
+            return Decision("", SUPPRESSED_COOLDOWN, now_ms, cause=last)
+        ends = last.at_ms + terms.cooldown_ms
+        release = next_opening_ms(terms.window, ends) if terms.window is not None else ends
+        return _hold(DEFERRED_COOLDOWN, release, now_ms, deadline_ms, last)
+    return Decision("", PASSED, now_ms)
+
+
+def _hold(outcome: str, release_at_ms: int, now_ms: int, deadline_ms: int,
+          cause: LastSend | None) -> Decision:
+    if release_at_ms > deadline_ms:
+        return Decision("", EXPIRED, now_ms, cause, release_at_ms)
+    return Decision("", outcome, now_ms, cause, release_at_ms)
+
+
 def decide(
     decision_id: str, terms: AutomationTerms, state: NumberState | None, now_ms: int
 ) -> tuple[Decision, NumberState | None]:
-    """Decide one trigger for one number; returns the decision and the number's new state."""
+    """Decide one trigger for one number; returns the decision and the number's new state.
+
+    A decision to hold leaves the state as it is: the caller, which has the message,
+    holds it (`hold`)."""
     if state is not None and decision_id in state.recent_passes:
         # Already passed and reserved before a crash or rebalance: pass again, reserve nothing.
         return Decision(decision_id, PASSED, now_ms), state
-    if not terms.enabled:
-        return Decision(decision_id, AUTOMATION_DISABLED, now_ms), state
-    if terms.window is not None and not in_window(terms.window, now_ms):
-        return Decision(decision_id, OUTSIDE_WINDOW, now_ms), state
     last = state.last if state is not None else None
-    # A last send dated after now (clock skew, a reservation ahead of us) also suppresses.
-    if terms.cooldown_enabled and last is not None and now_ms - last.at_ms < terms.cooldown_ms:
-        return Decision(decision_id, SUPPRESSED_COOLDOWN, now_ms, cause=last), state
+    verdict = judge(terms, last, now_ms, now_ms + terms.max_hold_ms)
+    decision = Decision(decision_id, verdict.outcome, now_ms, verdict.cause,
+                        verdict.release_at_ms)
+    if decision.outcome != PASSED:
+        return decision, state
+    return decision, reserve(state, terms, decision_id, now_ms)
+
+
+def reserve(state: NumberState | None, terms: AutomationTerms, decision_id: str,
+            now_ms: int, *, remember: bool = True) -> NumberState:
+    """State after a pass at `now_ms`; `remember` the pass so that a replay passes again
+    (a released message is remembered as finished instead)."""
     # Reserve the number now, not when the SMS goes out, so a second automation deciding before
     # the send is confirmed is already held back. Automations without cooldown reserve too:
     # their SMS count for the others.
+    last = state.last if state is not None else None
     reservation = LastSend(now_ms, terms.automation_id, decision_id)
     if last is not None and last.at_ms > now_ms:
         reservation = last  # never move the clock backwards
@@ -97,10 +178,37 @@ def decide(
     # Only a pass that a replay could decide differently needs remembering: without
     # cooldown a replay passes anyway, and remembering it would push out the passes
     # that do need it.
-    if terms.cooldown_enabled:
+    if terms.cooldown_enabled and remember:
         passes = (*passes, decision_id)[-RECENT_PASSES:]
     previous = last if reservation is not last else (state.previous if state else None)
-    return Decision(decision_id, PASSED, now_ms), NumberState(reservation, passes, previous)
+    if state is None:
+        return NumberState(reservation, passes, previous)
+    return NumberState(reservation, passes, previous, state.held, state.finished)
+
+
+def hold(state: NumberState | None, held: Held) -> NumberState:
+    """State with `held` waiting (in place of an earlier hold of the same decision)."""
+    if state is None:
+        return NumberState(held=(held,))
+    others = tuple(h for h in state.held if h.decision_id != held.decision_id)
+    return NumberState(state.last, state.recent_passes, state.previous, (*others, held),
+                       state.finished)
+
+
+def unhold(state: NumberState, decision_id: str) -> NumberState:
+    """State once the held message `decision_id` is done with, for good."""
+    held = tuple(h for h in state.held if h.decision_id != decision_id)
+    finished = (*state.finished, decision_id)[-RECENT_PASSES:]
+    return NumberState(state.last, state.recent_passes, state.previous, held, finished)
+
+
+def held_by_id(state: NumberState | None, decision_id: str) -> Held | None:
+    if state is None:
+        return None
+    for held in state.held:
+        if held.decision_id == decision_id:
+            return held
+    return None
 
 
 def record_send(state: NumberState | None, send: LastSend) -> NumberState:
@@ -111,8 +219,9 @@ def record_send(state: NumberState | None, send: LastSend) -> NumberState:
         return state
     if state.last is not None and state.last.ref == send.ref and send.ref:
         # Our own reservation confirmed by its send: what it replaced stays releasable.
-        return NumberState(send, state.recent_passes, state.previous)
-    return NumberState(send, state.recent_passes, state.last)
+        return NumberState(send, state.recent_passes, state.previous, state.held,
+                           state.finished)
+    return NumberState(send, state.recent_passes, state.last, state.held, state.finished)
 
 
 def release(state: NumberState | None, decision_id: str) -> NumberState | None:
@@ -121,4 +230,4 @@ def release(state: NumberState | None, decision_id: str) -> NumberState | None:
     released; one that later SMS replaced no longer decides anything."""
     if state is None or state.last is None or state.last.ref != decision_id:
         return state
-    return NumberState(state.previous, state.recent_passes, None)
+    return NumberState(state.previous, state.recent_passes, None, state.held, state.finished)

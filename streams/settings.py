@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from streams.clock import Clock
+
 DEFAULT_PARTITIONS = 4
 
 
@@ -71,6 +73,11 @@ class Settings:
     max_clock_skew_ms: int = 5 * 60 * 1000
     max_trigger_age_ms: int = 7 * 24 * 3600 * 1000
     log_level: str = "INFO"
+    # How often the cooldown agent looks for held messages that are due: a release is
+    # at most about this late.
+    release_tick_ms: int = 200
+    # What the release timer and the connector take for now (see `streams.clock`).
+    clock: Clock = field(default_factory=Clock)
     # The gateway connector.
     connector_data_dir: Path = Path("connector-data")
     connector_rate_per_s: float = 50.0
@@ -97,6 +104,9 @@ class Settings:
             raise ValueError("SMSCOOL_INGEST_BATCH must be at least 1")
         if _int(env, "SMSCOOL_BUNDLE_MAX_BYTES", 900_000) < 10_000:
             raise ValueError("SMSCOOL_BUNDLE_MAX_BYTES must be at least 10000")
+        release_tick_ms = _int(env, "SMSCOOL_RELEASE_TICK_MS", 200)
+        if not 10 <= release_tick_ms <= 60_000:
+            raise ValueError("SMSCOOL_RELEASE_TICK_MS must be between 10 and 60000")
         return cls(
             bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip(),
             app_id=env.get("SMSCOOL_APP_ID", "sms-cooldown"),
@@ -115,6 +125,8 @@ class Settings:
             max_clock_skew_ms=_int(env, "SMSCOOL_MAX_CLOCK_SKEW_MS", 5 * 60 * 1000),
             max_trigger_age_ms=_int(env, "SMSCOOL_MAX_TRIGGER_AGE_MS", 7 * 24 * 3600 * 1000),
             log_level=env.get("SMSCOOL_LOG_LEVEL", "INFO").upper(),
+            release_tick_ms=release_tick_ms,
+            clock=Clock.parse(env.get("SMSCOOL_CLOCK", "")),
             connector_data_dir=Path(env.get("SMSCOOL_CONNECTOR_DATA_DIR", "connector-data")),
             connector_rate_per_s=_float(env, "SMSCOOL_CONNECTOR_RATE", 50.0),
             connector_concurrency=_int(env, "SMSCOOL_CONNECTOR_CONCURRENCY", 16),

@@ -8,8 +8,10 @@ passes, which make a replayed trigger pass again instead of being reserved twice
 A million numbers live in this table, so the form is compact binary: a version byte,
 a flags byte, then the sends (time as 8 bytes, origin and reference as short strings,
 a decision id as its 16 raw bytes) and the passes (16 bytes each; the newest one is
-left out when it is the latest send's reference, as it mostly is). The changelog may
-still hold the first form, JSON, which starts with `{`: it is read as well.
+left out when it is the latest send's reference, as it mostly is). A number with held
+messages has them after the passes (with the ids of its finished ones), flagged, so a
+number without any costs nothing more. The changelog may still hold the first form,
+JSON, which starts with `{`: it is read as well.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ import json
 import re
 import struct
 
-from streams.rule import LastSend, NumberState
+from streams.outcomes import DEFERRED_COOLDOWN, HELD_WINDOW
+from streams.rule import Held, LastSend, NumberState
 
 _VERSION = 1
-_HAS_LAST, _HAS_PREVIOUS, _NEWEST_PASS_IS_LAST = 1, 2, 4
+_HAS_LAST, _HAS_PREVIOUS, _NEWEST_PASS_IS_LAST, _HAS_HELD, _HAS_FINISHED = 1, 2, 4, 8, 16
 _DECISION_ID = re.compile(r"[0-9a-f]{32}")
 _TIME = struct.Struct(">q")
+# A held message's numbers: trigger, release and deadline times, cooldown, source
+# offset, priority, source partition, and a flags byte (its reason and terms).
+_HELD_NUMBERS = struct.Struct(">qqqqqiiB")
+_DEFERRED, _DEFER_ON_COOLDOWN, _HOLD_OUTSIDE_WINDOW = 1, 2, 4
+_LENGTH = struct.Struct(">H")
 
 
 def _put_ref(out: bytearray, ref: str) -> None:
@@ -67,7 +75,38 @@ def encode_state(state: NumberState) -> bytes:
     out.append(len(passes))
     for decision_id in passes:
         _put_ref(out, decision_id)
+    if state.finished:
+        out[1] |= _HAS_FINISHED
+        out.append(len(state.finished))
+        for decision_id in state.finished:
+            _put_ref(out, decision_id)
+    if state.held:
+        out[1] |= _HAS_HELD
+        out.append(len(state.held))
+        for held in state.held:
+            _put_held(out, held)
     return bytes(out)
+
+
+def _put_long_text(out: bytearray, text: str) -> None:
+    data = text.encode()
+    if len(data) > 0xFFFF:
+        raise ValueError(f"a held message's string of {len(data)} bytes is too long")
+    out += _LENGTH.pack(len(data))
+    out += data
+
+
+def _put_held(out: bytearray, held: Held) -> None:
+    flags = ((_DEFERRED if held.reason == DEFERRED_COOLDOWN else 0)
+             | (_DEFER_ON_COOLDOWN if held.defer_on_cooldown else 0)
+             | (_HOLD_OUTSIDE_WINDOW if held.hold_outside_window else 0))
+    out += _HELD_NUMBERS.pack(held.trigger_at_ms, held.release_at_ms, held.deadline_ms,
+                              held.cooldown_ms, held.source_offset, held.priority,
+                              held.source_partition, flags)
+    _put_ref(out, held.decision_id)
+    for text in (held.event_id, held.automation_id, held.text, held.sender, held.window,
+                 held.timezone, held.source_topic):
+        _put_long_text(out, text)
 
 
 def decode_state(data: bytes | None) -> NumberState | None:
@@ -85,17 +124,23 @@ def decode_state(data: bytes | None) -> NumberState | None:
             last, at = _send_at(data, at)
         if flags & _HAS_PREVIOUS:
             previous, at = _send_at(data, at)
-        count = data[at]
-        at += 1
-        passes = []
-        for _ in range(count):
-            ref, at = _ref_at(data, at)
-            passes.append(ref)
-    except (IndexError, struct.error):
+        passes, at = _refs_at(data, at)
+        finished: list[str] = []
+        held: list[Held] = []
+        if flags & _HAS_FINISHED:
+            finished, at = _refs_at(data, at)
+        if flags & _HAS_HELD:
+            count = data[at]
+            at += 1
+            for _ in range(count):
+                one, at = _held_at(data, at)
+                held.append(one)
+    except (IndexError, struct.error, UnicodeDecodeError):
         raise ValueError("state value cut short") from None
     if flags & _NEWEST_PASS_IS_LAST and last is not None:
         passes.append(last.ref)
-    return NumberState(last=last, recent_passes=tuple(passes), previous=previous)
+    return NumberState(last=last, recent_passes=tuple(passes), previous=previous,
+                       held=tuple(held), finished=tuple(finished))
 
 
 # Each reader takes the value at `at` and returns it with the offset after it; a value
@@ -108,6 +153,39 @@ def _send_at(data: bytes, at: int) -> tuple[LastSend, int]:
     origin = _text(data, at + 9, length)
     ref, at = _ref_at(data, at + 9 + length)
     return LastSend(at_ms, origin, ref), at
+
+
+def _refs_at(data: bytes, at: int) -> tuple[list[str], int]:
+    count = data[at]
+    at += 1
+    refs = []
+    for _ in range(count):
+        ref, at = _ref_at(data, at)
+        refs.append(ref)
+    return refs, at
+
+
+def _held_at(data: bytes, at: int) -> tuple[Held, int]:
+    (trigger_at, release_at, deadline, cooldown, offset, priority, partition,
+     flags) = _HELD_NUMBERS.unpack_from(data, at)
+    decision_id, at = _ref_at(data, at + _HELD_NUMBERS.size)
+    texts = []
+    for _ in range(7):
+        (length,) = _LENGTH.unpack_from(data, at)
+        texts.append(_text(data, at + 2, length))
+        at += 2 + length
+    event_id, automation_id, text, sender, window, timezone, source_topic = texts
+    return Held(
+        decision_id=decision_id, event_id=event_id, automation_id=automation_id,
+        text=text, sender=sender,
+        reason=DEFERRED_COOLDOWN if flags & _DEFERRED else HELD_WINDOW,
+        trigger_at_ms=trigger_at, release_at_ms=release_at, deadline_ms=deadline,
+        priority=priority, cooldown_ms=cooldown,
+        defer_on_cooldown=bool(flags & _DEFER_ON_COOLDOWN),
+        hold_outside_window=bool(flags & _HOLD_OUTSIDE_WINDOW),
+        window=window, timezone=timezone, source_topic=source_topic,
+        source_partition=partition, source_offset=offset,
+    ), at
 
 
 def _ref_at(data: bytes, at: int) -> tuple[str, int]:

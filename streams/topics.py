@@ -10,10 +10,12 @@
 | sms.decisions | E.164 or event id | sms_cooldown.Decision | settings.partitions |
 | sms.delivery | E.164 | sms_cooldown.DeliveryOutcome | settings.partitions |
 | sms.deadletter | the source key | sms_cooldown.DeadLetter | 1 |
+| sms.held | decision id | sms_cooldown.Held (tombstone: done) | settings.partitions, compacted |
 
-The table `last_sent` (key: E.164, value: the number's state, see `streams.state`) is
-changelogged to `<app id>-last_sent-changelog`, partitioned like the by-number topic
-so that one worker owns a number everywhere.
+The table `last_sent` (key: E.164, value: the number's state, see `streams.state`; and
+the release index of held messages, see `streams.held`) is changelogged to
+`<app id>-last_sent-changelog`, partitioned like the by-number topic so that one worker
+owns a number everywhere.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ OUTBOX = "sms.outbox"
 DECISIONS = "sms.decisions"
 DELIVERY = "sms.delivery"
 DEADLETTER = "sms.deadletter"
+HELD = "sms.held"
 
 LAST_SENT_TABLE = "last_sent"
 
@@ -44,6 +47,7 @@ CODECS: dict[str, codecs.AvroCodec] = {
     DECISIONS: codecs.DECISION,
     DELIVERY: codecs.DELIVERY_OUTCOME,
     DEADLETTER: codecs.DEAD_LETTER,
+    HELD: codecs.HELD,
 }
 
 
@@ -72,4 +76,5 @@ def topic_specs(app_id: str, partitions: int) -> list[TopicSpec]:
         TopicSpec(DECISIONS, partitions),
         TopicSpec(DELIVERY, partitions),
         TopicSpec(DEADLETTER, 1),
+        TopicSpec(HELD, partitions, compacted=True),
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -115,6 +115,24 @@ def timezone_for_country(country_region: str) -> str:
     (zone,) = zones
     _zone(zone)
     return zone
+
+
+@lru_cache(maxsize=100_000)
+def recipient_zone(e164: str, fallback: str) -> str:
+    """The IANA zone a window counts in for the number `e164`: the one zone its number
+    lies in, or `fallback` (the automation's zone) when its country has several and the
+    number does not tell which, or when nothing is known of it."""
+    try:
+        zones = phone_timezones.time_zones_for_number(phonenumbers.parse(e164))
+    except phonenumbers.NumberParseException:
+        return fallback
+    if len(zones) != 1 or zones[0] == phone_timezones.UNKNOWN_TIMEZONE:
+        return fallback
+    try:
+        _zone(zones[0])
+    except ValueError:  # a zone this machine's time zone data lacks
+        return fallback
+    return zones[0]
 
 
 def in_window(w: SendingWindow, now_ms: int) -> bool:

@@ -75,6 +75,7 @@ def test_first_trigger_passes_reserves_and_emits(feed, cooldown_agent, decisions
         "detail": "passed the cooldown; the number is reserved", "decided_at_ms": T0,
         "cause_at_ms": None, "cause_origin": None, "cause_ref": None,
         "source_topic": topics.TRIGGERS, "source_partition": 1, "source_offset": 7,
+        "release_at_ms": None,
     })]
     assert outbox.records == [(KEY, {
         "decision_id": did("evt-1"), "event_id": "evt-1", "automation_id": "welcome",
@@ -103,6 +104,7 @@ def test_trigger_within_the_interval_is_suppressed(feed, cooldown_agent, decisio
         "decided_at_ms": at, "cause_at_ms": T0, "cause_origin": "welcome",
         "cause_ref": did("evt-1"),
         "source_topic": topics.TRIGGERS, "source_partition": 1, "source_offset": 7,
+        "release_at_ms": None,
     }
     assert [v["decision_id"] for v in outbox.values] == [did("evt-1")]
 

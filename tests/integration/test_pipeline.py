@@ -36,7 +36,9 @@ pytestmark = pytest.mark.integration
 
 
 def expected_outcomes(sc: Scenario) -> tuple[CooldownModel, dict[str, object], int]:
-    """The model's answer for every trigger, and how many must be dead-lettered."""
+    """The model's answer for every trigger, and how many must be dead-lettered. The
+    model decides each trigger once: the scenarios here are made with `holding=False`
+    (held messages have tests of their own, test_holds.py)."""
     model = CooldownModel([a.to_record() for a in sc.automations])
     for _, value, _ in sc.sends:
         sent = read_sent(value)
@@ -109,7 +111,8 @@ def table_contents(data_dir: Path) -> dict[bytes, NumberState]:
 
 
 def test_demo_scenario_matches_the_reference_model(bootstrap, start_worker, tmp_path):
-    sc = scenario(seed=11, n_triggers=3000, n_numbers=800, end_ms=now_ms())
+    sc = scenario(seed=11, n_triggers=3000, n_numbers=800, end_ms=now_ms(),
+                  holding=False)
     model, expected, dead = expected_outcomes(sc)
     # The scenario must exercise every path, or the comparison proves little.
     outcomes = {e.outcome for e in expected.values()}
@@ -145,7 +148,8 @@ def test_demo_scenario_matches_the_reference_model(bootstrap, start_worker, tmp_
 
 def test_kill_and_lost_data_folder_lose_nothing_and_send_nothing_twice(
         bootstrap, start_worker, tmp_path):
-    sc = scenario(seed=23, n_triggers=8000, n_numbers=2000, end_ms=now_ms())
+    sc = scenario(seed=23, n_triggers=8000, n_numbers=2000, end_ms=now_ms(),
+                  holding=False)
     _, expected, _ = expected_outcomes(sc)
     data_dir = tmp_path / "state"
     first = start_worker(data_dir=data_dir)
@@ -351,7 +355,8 @@ def test_worker_refuses_topics_with_other_partition_counts(bootstrap, start_work
 
 def test_two_workers_share_the_partitions_and_survive_losing_one(
         bootstrap, start_worker, tmp_path):
-    sc = scenario(seed=31, n_triggers=6000, n_numbers=1500, end_ms=now_ms())
+    sc = scenario(seed=31, n_triggers=6000, n_numbers=1500, end_ms=now_ms(),
+                  holding=False)
     _, expected, _ = expected_outcomes(sc)
     first, second = start_worker(), start_worker()
     feed(bootstrap, sc)

@@ -62,6 +62,7 @@ def decision(event_id, automation_id, outcome, detail, e164=None):
         "automation_id": automation_id, "e164": e164, "outcome": outcome, "detail": detail,
         "decided_at_ms": T0, "cause_at_ms": None, "cause_origin": None, "cause_ref": None,
         "source_topic": topics.TRIGGERS, "source_partition": 3, "source_offset": 42,
+        "release_at_ms": None,
     }
 
 
@@ -79,6 +80,8 @@ def test_trigger_by_event_type():
         "window": "always", "timezone": "UTC", "text": "Hi Bo", "sender": "ACME",
         "origin": None, "ref": None,
         "source_topic": topics.TRIGGERS, "source_partition": 3, "source_offset": 42,
+        "hold_outside_window": True, "defer_on_cooldown": False,
+        "max_hold_ms": 7 * 24 * HOUR, "priority": 0,
     }
 
 
@@ -242,6 +245,8 @@ def sent_event(at_ms=T0 - HOUR, ref="m-1", decision_id=None):
         "cooldown_enabled": False, "cooldown_ms": 0, "window": "always", "timezone": "UTC",
         "text": None, "sender": None, "origin": "crm", "ref": ref,
         "source_topic": topics.SENT, "source_partition": 3, "source_offset": 42,
+        "hold_outside_window": True, "defer_on_cooldown": False, "max_hold_ms": 0,
+        "priority": 0,
     }
 
 

@@ -47,7 +47,8 @@ def test_a_suppression_names_its_cause_and_keeps_the_state():
 @pytest.mark.parametrize(("changes", "outcome", "detail"), [
     ({"enabled": False}, AUTOMATION_DISABLED, "the automation is disabled"),
     # 00:00 UTC on a Thursday is outside 09:00-17:00 Copenhagen time.
-    ({"window": "mon-fri 09:00-17:00", "timezone": "Europe/Copenhagen"}, OUTSIDE_WINDOW,
+    ({"window": "mon-fri 09:00-17:00", "timezone": "Europe/Copenhagen",
+      "hold_outside_window": False}, OUTSIDE_WINDOW,
      "outside the automation's sending window"),
 ])
 def test_decisions_that_send_nothing(changes, outcome, detail):
