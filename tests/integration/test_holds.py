@@ -82,7 +82,10 @@ def wait_for_outcomes(bootstrap: str, wanted: Counter, timeout_s: float) -> None
         seen[codecs.DECISION.decode(records[-1].value)["outcome"]] += 1
         return all(seen[k] >= n for k, n in wanted.items())
 
-    wait_for(bootstrap, topics.DECISIONS, enough, timeout_s)
+    try:
+        wait_for(bootstrap, topics.DECISIONS, enough, timeout_s)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}: {dict(seen)}, wanted {dict(wanted)}") from None
 
 
 def outbox(bootstrap: str) -> list[tuple[dict, int]]:
@@ -168,3 +171,45 @@ def test_held_messages_survive_kill_9_and_a_lost_data_folder_and_go_out_once(
                        if d["outcome"] == "released")
     assert len(sends) == 200 and set(sends.values()) == {1}
     assert set(released.values()) == {1}
+
+
+def test_held_list_names_numbers_by_tag_and_cancel_and_disable_end_them(
+        bootstrap, start_worker, tmp_path, monkeypatch, capsys):
+    from smscool.cli import main
+    from streams.settings import Settings
+
+    evening = WINDOWED.updated(automation_id="evening", event_type="evening")
+    for automation in (WINDOWED, evening):
+        publish_automation(bootstrap, automation)
+    # Two hours before the opening, for the worker and for the command line (a cancel
+    # is dated by its clock): nothing comes due during the test.
+    clock = Clock.starting_at(OPENING - 2 * HOUR).spec()
+    start_worker(SMSCOOL_CLOCK=clock)
+    monkeypatch.setenv("SMSCOOL_CLOCK", clock)
+    phones = danish_numbers(random.Random(3), 8)
+    produce_all(producer(bootstrap), topics.TRIGGERS, [
+        trigger(f"h-{i}", phone, "news" if i < 5 else "evening", OPENING - 3 * HOUR + i)
+        for i, phone in enumerate(phones)])
+    wait_for_outcomes(bootstrap, Counter(held_window=8), 120)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+    monkeypatch.setenv("SMSCOOL_LOG_HASH_KEY", "test-key")
+    tag = Settings.from_env().number_tag
+
+    assert main(["held", "list", "morning"]) == 0
+    shown = capsys.readouterr().out
+    assert "5 message(s) of morning held" in shown
+    assert sorted(line.split()[0] for line in shown.splitlines()[:-1]) == sorted(
+        tag(phone) for phone in phones[:5])
+    assert not any(phone[1:] in shown for phone in phones)  # no raw number
+
+    assert main(["held", "cancel", "morning"]) == 0
+    wait_for_outcomes(bootstrap, Counter(held_window=8, cancelled=5), 60)
+    assert main(["automation", "disable", "evening"]) == 0
+    wait_for_outcomes(bootstrap, Counter(held_window=8, cancelled=5, automation_disabled=3),
+                      60)
+    capsys.readouterr()
+    assert main(["held", "list", "morning"]) == 0
+    assert "0 message(s) of morning held" in capsys.readouterr().out
+    by_event = {d["event_id"]: d["outcome"] for d, _ in decisions(bootstrap)}
+    assert by_event == {**{f"h-{i}": "cancelled" for i in range(5)},
+                        **{f"h-{i}": "automation_disabled" for i in range(5, 8)}}
