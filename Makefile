@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo check test test-unit test-integration lint types clean bench chaos
+.PHONY: demo check test test-unit test-integration lint types clean bench bench-held chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 # make bench BENCH_ARGS='--quick --json bench.json --plot bench.png'
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# A million held messages: release lateness, and the throughput before and while holding
+# them. Options in BENCH_ARGS, e.g. make bench-held BENCH_ARGS='--held 100000'
+bench-held: $(BENCH_STAMP)
+	$(BIN)/python -m bench.held_run $(BENCH_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/smscool demo

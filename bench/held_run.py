@@ -120,7 +120,7 @@ def percentile(values: list[int], p: float) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     settings = Settings.from_env()
-    total = 2 * args.triggers + args.held + args.measured
+    total = 1 + 2 * args.triggers + args.held + args.measured
     numbers = UniqueNumbers(total, seed=args.seed)
     ranges = iter(range(0, total))
 

@@ -192,7 +192,13 @@ def release_due(pipeline: Pipeline, now_ms: int) -> int:
                 writes.update(dict.fromkeys(found[e164]))
                 continue
             event = NumberEvent(DUE_EVENT, e164.decode(), now_ms, "", -1, -1)
-            new_state, records = step(state, event)
+            try:
+                new_state, records = step(state, event)
+            except InvalidEvent as exc:  # only a held message a bug made can do this
+                log.error("number %s: its held messages cannot be released: %s",
+                          pipeline.settings.number_tag(e164), exc)
+                writes.update(dict.fromkeys(found[e164]))
+                continue
             _send_records(pipeline.outputs.send, e164, records)
             if new_state is not None and new_state != state:
                 writes[e164] = encode_state(new_state)

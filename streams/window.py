@@ -117,11 +117,39 @@ def timezone_for_country(country_region: str) -> str:
     return zone
 
 
-@lru_cache(maxsize=100_000)
 def recipient_zone(e164: str, fallback: str) -> str:
     """The IANA zone a window counts in for the number `e164`: the one zone its number
     lies in, or `fallback` (the automation's zone) when its country has several and the
     number does not tell which, or when nothing is known of it."""
+    # Most countries lie in one zone: then every number of theirs does, and ingest need
+    # not parse the number (a million distinct numbers would miss any cache).
+    for length in (1, 2, 3):
+        zone = _calling_code_zone(e164[1:1 + length])
+        if zone is not None:
+            return zone if zone else _number_zone(e164, fallback)
+    return fallback
+
+
+@cache
+def _calling_code_zone(code: str) -> str | None:
+    """The one zone of every number under calling code `code`, "" when they lie in
+    several (or some are unknown), None when `code` is no calling code."""
+    if not code.isdigit() or int(code) not in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        return None
+    zones = {zone for prefix, prefix_zones in TIMEZONE_DATA.items()
+             if prefix.startswith(code) for zone in prefix_zones}
+    if len(zones) != 1 or phone_timezones.UNKNOWN_TIMEZONE in zones:
+        return ""
+    (zone,) = zones
+    try:
+        _zone(zone)
+    except ValueError:  # a zone this machine's time zone data lacks
+        return ""
+    return zone
+
+
+@lru_cache(maxsize=100_000)
+def _number_zone(e164: str, fallback: str) -> str:
     try:
         zones = phone_timezones.time_zones_for_number(phonenumbers.parse(e164))
     except phonenumbers.NumberParseException:

@@ -295,3 +295,21 @@ def test_what_came_due_before_an_event_is_released_before_it():
     assert [(r.automation_id, r.outcome) for r in records if isinstance(r, DecisionRecord)] == [
         ("a", RELEASED), ("b", SUPPRESSED_COOLDOWN)]
     assert [s.automation_id for s in sends(records)] == ["a"]
+
+
+def test_the_recipients_zone_by_calling_code_agrees_with_the_number_parsed():
+    import phonenumbers
+    from phonenumbers import PhoneNumberFormat, PhoneNumberType
+
+    from streams.window import _number_zone, recipient_zone
+
+    checked = 0
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for kind in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            e164 = phonenumbers.format_number(example, PhoneNumberFormat.E164)
+            assert recipient_zone(e164, CPH) == _number_zone(e164, CPH), (region, kind)
+            checked += 1
+    assert checked > 400
