@@ -178,21 +178,33 @@ def _decide(state: NumberState | None,
 
 def _release_due(state: NumberState | None,
                  event: NumberEvent) -> tuple[NumberState | None, list[Output]]:
-    """The held messages due at `event.at_ms`, decided together at the latest of their
-    release times: the highest priority (then the newest trigger) that the rule lets
-    through goes out; the others due with it are collapsed and decided again after it."""
-    if state is None:
-        return state, []
-    due = [h for h in state.held if h.release_at_ms <= event.at_ms]
-    if not due:
-        return state, []
+    """The held messages due by `event.at_ms`, a release time at a time, earliest first:
+    each is decided at its own release time, after what went out before it."""
+    records: list[Output] = []
+    while state is not None:
+        due = [h for h in state.held if h.release_at_ms <= event.at_ms]
+        if not due:
+            break
+        # A message held again goes to a later time than the one it was due at, so
+        # this ends.
+        at = min(h.release_at_ms for h in due)
+        state, released = _release_together(
+            state, [h for h in due if h.release_at_ms == at], at, event.e164)
+        records += released
+    return state, records
+
+
+def _release_together(state: NumberState, due: list[Held], at: int,
+                      e164: str) -> tuple[NumberState, list[Output]]:
+    """Messages due at the same moment `at`: the highest priority (then the newest
+    trigger) that the rule lets through goes out; the others are collapsed and decided
+    again after it."""
     due.sort(key=lambda h: (-h.priority, -h.trigger_at_ms, h.decision_id))
-    at = max(h.release_at_ms for h in due)
     records: list[Output] = []
     went_out: Held | None = None
     for held in due:
         if went_out is not None:
-            records.append(_held_record(held, event.e164, COLLAPSED, at, None, None, (
+            records.append(_held_record(held, e164, COLLAPSED, at, None, None, (
                 f"another message held for the number went out at the same release "
                 f"(decision {went_out.decision_id})")))
         terms = _terms_of_held(held)
@@ -207,13 +219,13 @@ def _release_due(state: NumberState | None,
             if went_out is None:
                 went_out = held
                 state = reserve(state, terms, held.decision_id, at, remember=False)
-                records.append(_held_record(held, event.e164, RELEASED, at, None, None))
+                records.append(_held_record(held, e164, RELEASED, at, None, None))
                 records.append(SendRequest(
                     decision_id=held.decision_id, event_id=held.event_id,
-                    automation_id=held.automation_id, e164=event.e164, text=held.text,
+                    automation_id=held.automation_id, e164=e164, text=held.text,
                     sender=held.sender, decided_at_ms=at))
             continue  # collapsed for good: it would have gone out beside the other
-        records.append(_held_record(held, event.e164, verdict.outcome, at,
+        records.append(_held_record(held, e164, verdict.outcome, at,
                                     verdict.release_at_ms, verdict.cause))
     return state, records
 

@@ -313,3 +313,20 @@ def test_the_recipients_zone_by_calling_code_agrees_with_the_number_parsed():
             assert recipient_zone(e164, CPH) == _number_zone(e164, CPH), (region, kind)
             checked += 1
     assert checked > 400
+
+
+def test_messages_due_at_different_times_go_out_each_at_its_own():
+    # Held until 08:00 and deferred until 10:00; the timer comes round only at 11:00 (a
+    # worker that was down): the first goes out at 08:00, the second meets its cooldown.
+    state, _ = step(None, sent(at("2026-01-15 08:00") - 2 * HOUR))
+    state, _ = step(state, trigger("evt-1", at("2026-01-14 23:10"), "a"))
+    state, _ = step(state, trigger("evt-2", at("2026-01-15 07:00"), "b",
+                                   **{**DEFERRING, "cooldown_ms": 4 * HOUR}))
+    assert sorted(h.release_at_ms for h in state.held) == [
+        at("2026-01-15 08:00"), at("2026-01-15 10:00")]
+    state, records = step(state, due(at("2026-01-15 11:00")))
+    assert [(r.automation_id, r.outcome, r.decided_at_ms) for r in records
+            if isinstance(r, DecisionRecord)] == [
+        ("a", RELEASED, at("2026-01-15 08:00")),
+        ("b", DEFERRED_COOLDOWN, at("2026-01-15 10:00"))]
+    assert state.held[0].release_at_ms == at("2026-01-15 12:00")
