@@ -29,6 +29,10 @@ from streams.window import SendingWindow, in_window, next_opening_ms
 # in that window; consecutive such passes lie a cooldown apart in event time, so only a
 # backfill of old triggers at thousands per second comes near this.
 RECENT_PASSES = 16
+# Held messages that are done with (and triggers that expired at once), remembered so
+# that a replay does not hold them again; a number busy with holds finishes more of
+# them between two offset commits than it passes.
+RECENT_FINISHED = 32
 
 
 @dataclass(frozen=True)
@@ -198,8 +202,16 @@ def hold(state: NumberState | None, held: Held) -> NumberState:
 def unhold(state: NumberState, decision_id: str) -> NumberState:
     """State once the held message `decision_id` is done with, for good."""
     held = tuple(h for h in state.held if h.decision_id != decision_id)
-    finished = (*state.finished, decision_id)[-RECENT_PASSES:]
+    finished = (*state.finished, decision_id)[-RECENT_FINISHED:]
     return NumberState(state.last, state.recent_passes, state.previous, held, finished)
+
+
+def finish(state: NumberState | None, decision_id: str) -> NumberState:
+    """State that remembers `decision_id` as done with, though it was never held (it
+    expired at once), so that a replay decides nothing new."""
+    if state is None:
+        return NumberState(finished=(decision_id,))
+    return unhold(state, decision_id)
 
 
 def held_by_id(state: NumberState | None, decision_id: str) -> Held | None:

@@ -44,6 +44,7 @@ from streams.rule import (
     LastSend,
     NumberState,
     decide,
+    finish,
     held_by_id,
     hold,
     judge,
@@ -145,9 +146,12 @@ def _decide(state: NumberState | None,
     decision, new_state = decide(decision_id, terms, state, event.at_ms)
     if decision.outcome in HOLD_OUTCOMES and state is not None \
             and len(state.held) >= MAX_HELD_PER_NUMBER:
-        return state, [_record(event, EXPIRED, decision, detail=(
+        return finish(state, decision_id), [_record(event, EXPIRED, decision, detail=(
             f"the number already has {MAX_HELD_PER_NUMBER} held messages"))]
     record = _record(event, decision.outcome, decision)
+    if decision.outcome == EXPIRED:
+        # A replay must not find it holdable by then (a later SMS, a shorter wait).
+        return finish(state, decision_id), [record]
     if decision.outcome in HOLD_OUTCOMES:
         held = Held(
             decision_id=decision_id, event_id=event.event_id,  # type: ignore[arg-type]

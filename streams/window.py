@@ -170,6 +170,16 @@ def in_window(w: SendingWindow, now_ms: int) -> bool:
 
 def next_opening_ms(w: SendingWindow, now_ms: int) -> int:
     """`now_ms` if inside the window, else the first later instant at which it is inside."""
+    if in_window(w, now_ms):
+        return now_ms
+    # Windows open and close on whole local minutes, and offsets change on whole minutes:
+    # every instant of a minute outside the window has the same next opening. Holding
+    # thousands of triggers a second asks for it once a minute.
+    return _next_opening_after(w, now_ms // _MINUTE_MS * _MINUTE_MS)
+
+
+@lru_cache(maxsize=4096)
+def _next_opening_after(w: SendingWindow, now_ms: int) -> int:
     zone = _zone(w.tz)
     at = now_ms
     while at - now_ms <= _SEARCH_LIMIT_MS:

@@ -141,8 +141,12 @@ def test_a_release_exactly_at_the_deadline_is_held_and_a_millisecond_later_expir
     assert decisions(records) == [(RELEASED, None)]
     assert [s.decided_at_ms for s in sends(records)] == [opening]
 
-    state, records = step(None, trigger(at_ms=trigger_at, max_hold_ms=opening - trigger_at - 1))
-    assert (state, decisions(records)) == (None, [(EXPIRED, opening)])
+    late = trigger(at_ms=trigger_at, max_hold_ms=opening - trigger_at - 1)
+    state, records = step(None, late)
+    assert decisions(records) == [(EXPIRED, opening)]
+    # Remembered as done with: a replay, whatever came meanwhile, decides nothing new.
+    assert state == NumberState(finished=(late.decision_id,))
+    assert step(state, late) == (state, [])
 
 
 # --- deferred cooldown --------------------------------------------------------------------
