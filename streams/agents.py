@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import faust
@@ -31,6 +31,7 @@ from streams.outcomes import INVALID_RECORD
 from streams.records import (
     CANCEL_EVENT,
     DUE_EVENT,
+    PROGRESS_EVENT,
     DeadLetter,
     DecisionRecord,
     NumberEvent,
@@ -65,10 +66,28 @@ class Pipeline:
     # Anything with send(topic, key, value, partition=None): KafkaOutputs in a worker,
     # a recorder in tests.
     outputs: Any
+    # The input partitions ingest reads, whose progress releases wait for; None: the
+    # release timer's clock alone decides (tests that call `release_due` themselves).
+    inputs: frozenset[tuple[str, int]] | None = None
+    # Bundle partition -> input partition -> how far in time ingest has read it, as
+    # its progress records on that bundle partition say.
+    progress: dict[int, dict[tuple[str, int], int]] = field(default_factory=dict)
+
+    def releasable_until(self, partition: int, now_ms: int) -> int:
+        """The latest release time that may go out on `partition` now: what every input
+        partition has been read up to, and never past the clock."""
+        if self.inputs is None:
+            return now_ms
+        read = self.progress.get(partition, {})
+        if not self.inputs <= read.keys():
+            return -1  # some input's progress is not known yet: nothing is releasable
+        return min(now_ms, *(read[where] for where in self.inputs))
 
 
-def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any) -> Pipeline:
-    """Declare the bundle topic, the table and the cooldown agent on `app`."""
+def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
+                   inputs: frozenset[tuple[str, int]] | None = None) -> Pipeline:
+    """Declare the bundle topic, the table and the cooldown agent on `app`; `inputs`:
+    see `Pipeline`."""
     by_number = app.topic(topics.BY_NUMBER, key_type=bytes, value_type=bytes,
                           partitions=settings.partitions)
     last_sent = app.Table(
@@ -77,7 +96,7 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any) -> Pipel
     )
     states = NumberStates(StoreAccess(last_sent), outputs,
                           topics.changelog_topic(settings.app_id), settings.partitions)
-    pipeline = Pipeline(app, settings, last_sent, states, outputs)
+    pipeline = Pipeline(app, settings, last_sent, states, outputs, inputs)
 
     # The agent yields nothing: for each value an agent yields, Faust writes a debug
     # log record and looks for sinks.
@@ -124,6 +143,12 @@ def decide_bundle(pipeline: Pipeline, source: Source) -> None:
                                             source.timestamp_ms))
         return
     partition = source.partition
+    if events and events[0].kind == PROGRESS_EVENT:  # ingest writes them apart
+        read = pipeline.progress.setdefault(partition, {})
+        for event in events:
+            where = (event.source_topic, event.source_partition)
+            read[where] = max(read.get(where, -1), event.at_ms)
+        return
     if not pipeline.states.open(partition):
         # A bundle of a partition revoked since it was fetched: its offset is not
         # committed here, and the worker that has the partition now decides it.
@@ -168,14 +193,15 @@ def decide_bundle(pipeline: Pipeline, source: Source) -> None:
 
 def release_due(pipeline: Pipeline, now_ms: int) -> int:
     """Step every number of the assigned partitions whose held messages are due at
-    `now_ms`; returns how many numbers were stepped (at most RELEASE_BATCH a
-    partition)."""
+    `now_ms` (and releasable: `Pipeline.releasable_until`); returns how many numbers
+    were stepped (at most RELEASE_BATCH a partition)."""
     states = pipeline.states
     stepped = 0
     for partition in range(pipeline.settings.partitions):
-        if not states.open(partition):
+        until = pipeline.releasable_until(partition, now_ms)
+        if until < 0 or not states.open(partition):
             continue
-        due = states.due_index_keys(partition, now_ms, RELEASE_BATCH)
+        due = states.due_index_keys(partition, until, RELEASE_BATCH)
         if not due:
             continue
         found: dict[bytes, list[bytes]] = {}
@@ -191,7 +217,7 @@ def release_due(pipeline: Pipeline, now_ms: int) -> int:
                           "cannot be released", pipeline.settings.number_tag(e164))
                 writes.update(dict.fromkeys(found[e164]))
                 continue
-            event = NumberEvent(DUE_EVENT, e164.decode(), now_ms, "", -1, -1)
+            event = NumberEvent(DUE_EVENT, e164.decode(), until, "", -1, -1)
             try:
                 new_state, records = step(state, event)
             except InvalidEvent as exc:  # only a held message a bug made can do this

@@ -42,6 +42,10 @@ class Clock:
         """A clock that reads `start_ms` now and runs `speed` times as fast."""
         return cls(start_ms, time.time_ns() // 1_000_000, speed)
 
+    def ms_ago(self, wall_ms: int) -> int:
+        """What the clock read `wall_ms` of the machine's milliseconds ago."""
+        return self.now_ms() - round(wall_ms * self.speed)
+
     def now_ms(self) -> int:
         wall = time.time_ns() // 1_000_000
         if self.speed == 1.0 and self.start_ms == self.wall_ms:

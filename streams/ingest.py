@@ -31,13 +31,18 @@ from streams.bundles import EventTooLarge, by_partition, encode_bundles
 from streams.normalize import Limits, dead_letter, route
 from streams.outcomes import INVALID_RECORD
 from streams.outputs import KafkaOutputs
-from streams.records import NumberEvent, Source
+from streams.records import PROGRESS_EVENT, NumberEvent, Source
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 INPUTS = (topics.TRIGGERS, topics.SENT, topics.DELIVERY)
 PROGRESS_EVERY_S = 30.0
+# How often ingest tells the cooldown agents how far it has read (`Progress`), and how
+# long a record may take from its producer's clock to the broker: a partition read to
+# its end is read up to this long ago.
+PROGRESS_TICK_S = 0.1
+IN_FLIGHT_MS = 500
 
 
 def group_id(app_id: str) -> str:
@@ -101,6 +106,53 @@ class Ingest:
         output = dead_letter(source, event.at_ms, INVALID_RECORD, detail)
         self.send(output.topic, output.key, codecs.DEAD_LETTER.encode(output.value))
 
+class Progress:
+    """How far in time ingest has read each input partition it reads, written to every
+    partition of the bundle topic after the bundles of what was read. A held message is
+    released only once every input partition has been read up to its release time, so
+    that an SMS or trigger dated before the release, still on its way (a backlog, a
+    rebalance of ingest's group), is applied to the number first."""
+
+    def __init__(self, settings: Settings, outputs: Any) -> None:
+        self.settings = settings
+        self.send = outputs.send
+        self.read_up_to: dict[tuple[str, int], int] = {}
+        self.last_sent = 0.0
+
+    def fetched(self, fetched: dict[Any, list[Any]]) -> None:
+        # Not at the end yet: read up to the newest record read (timestamps of one
+        # partition only roughly rise, so this is an estimate on the safe side of now).
+        for tp, records in fetched.items():
+            if records:
+                self._advance((tp.topic, tp.partition), records[-1].timestamp)
+
+    async def report(self, source: AIOKafkaConsumer) -> None:
+        if time.monotonic() - self.last_sent < PROGRESS_TICK_S:
+            return
+        self.last_sent = time.monotonic()
+        now = self.settings.clock.ms_ago(IN_FLIGHT_MS)
+        for tp in source.assignment():
+            end = source.highwater(tp)
+            try:
+                at_end = end is not None and await source.position(tp) >= end
+            except Exception:  # taken away by a rebalance under way: not read to its end
+                at_end = False
+            if at_end:
+                self._advance((tp.topic, tp.partition), now)
+        events = [NumberEvent(PROGRESS_EVENT, "", at_ms, topic, partition, -1)
+                  for (topic, partition), at_ms in sorted(self.read_up_to.items())
+                  if TopicPartition(topic, partition) in source.assignment()]
+        if not events:
+            return
+        (bundle,) = encode_bundles(events, self.settings.bundle_max_bytes)
+        for partition in range(self.settings.partitions):
+            self.send(topics.BY_NUMBER, None, bundle, partition)
+
+    def _advance(self, where: tuple[str, int], at_ms: int) -> None:
+        if at_ms > self.read_up_to.get(where, -1):
+            self.read_up_to[where] = at_ms
+
+
 def consumer(settings: Settings) -> AIOKafkaConsumer:
     # aiokafka, as Faust's own group: librdkafka's group consumer, under workers that
     # come and go every few seconds, was seen to go ten minutes without an assignment
@@ -147,6 +199,7 @@ async def run(settings: Settings) -> int:
     outputs = KafkaOutputs(settings.bootstrap_servers, settings.linger_ms,
                            config={"message.max.bytes": settings.bundle_max_bytes + 100_000})
     ingest = Ingest(settings, catalog, outputs)
+    progress = Progress(settings, outputs)
     source = consumer(settings)
     source.subscribe(list(INPUTS), listener=_LogPartitions())
     await source.start()
@@ -169,6 +222,9 @@ async def run(settings: Settings) -> int:
                     # A rebalance took partitions away meanwhile: their new reader
                     # reads this batch again (decisions are idempotent).
                     log.info("ingest: offsets not committed (%s); they are read again", exc)
+                progress.fetched(fetched)
+            # After the batch's bundles are acknowledged: the word comes after them.
+            await progress.report(source)
             if time.monotonic() - last_report >= PROGRESS_EVERY_S \
                     and ingest.records_read != reported:
                 log.info("ingest: %d records read, %d bundles written so far",

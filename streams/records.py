@@ -20,6 +20,9 @@ RELEASE_EVENT = "release"
 # An operator's cancel of an automation's held messages, one per bundle partition; its
 # `origin` is the outcome the cancelled messages get.
 CANCEL_EVENT = "cancel"
+# Ingest's word that everything on input partition `source_topic[source_partition]` up
+# to `at_ms` is in the bundles before this one: releases wait for it (`e164` empty).
+PROGRESS_EVENT = "progress"
 # Made by the cooldown agent's release timer, never written to Kafka: the number's held
 # messages that are due at `at_ms`.
 DUE_EVENT = "due"

@@ -21,7 +21,8 @@ from streams import faust_patches, topics
 from streams.agents import build_pipeline
 from streams.app import build_app
 from streams.broker import is_embedded
-from streams.kafka import PartitionMismatch, ensure_topics
+from streams.ingest import INPUTS
+from streams.kafka import PartitionMismatch, ensure_topics, partition_counts
 from streams.outputs import KafkaOutputs
 from streams.settings import Settings
 
@@ -83,7 +84,10 @@ def run(settings: Settings) -> int:
     app = build_app(settings)
     outputs = KafkaOutputs(bootstrap, settings.linger_ms,
                            offsets_of=topics.changelog_topic(settings.app_id))
-    pipeline = build_pipeline(app, settings, outputs=outputs)
+    counts = partition_counts(bootstrap)
+    inputs = frozenset((topic, partition) for topic in INPUTS
+                       for partition in range(counts[topic]))
+    pipeline = build_pipeline(app, settings, outputs=outputs, inputs=inputs)
 
     async def flush_outputs() -> None:
         await outputs.flush()

@@ -115,3 +115,23 @@ def test_a_cancel_reaches_every_number_of_the_partition(
     assert [h.automation_id for h in decode_state(store[mine[0]]).held] == ["other"]
     release_due(pipeline, OPENING)
     assert [s["automation_id"] for s in outbox.values] == ["other"]
+
+
+def test_a_release_waits_until_every_input_is_read_up_to_its_time(
+        feed, cooldown_agent, pipeline, outbox):
+    pipeline.inputs = frozenset({(topics.TRIGGERS, 0), (topics.SENT, 0)})
+    feed(cooldown_agent, [bundle(trigger("evt-1", T0))], timestamp_ms=T0)
+
+    def progress(**read_up_to):
+        return bundle(*(NumberEvent("progress", "", at_ms, topic, 0, -1)
+                        for topic, at_ms in read_up_to.items()))
+
+    assert release_due(pipeline, OPENING + 1000) == 0  # no word from ingest yet
+    feed(cooldown_agent, [progress(**{topics.TRIGGERS: OPENING + 500,
+                                      topics.SENT: OPENING - 1})], timestamp_ms=T0)
+    # An SMS dated before the opening may still be on its way on sms.sent.
+    assert release_due(pipeline, OPENING + 1000) == 0
+    feed(cooldown_agent, [progress(**{topics.SENT: OPENING})], timestamp_ms=T0)
+    assert release_due(pipeline, OPENING + 1000) == 1
+    ((_, send),) = outbox.records
+    assert send["decided_at_ms"] == OPENING
