@@ -1,6 +1,6 @@
-"""The clock the release timer and the connector read: the machine's, or one that runs
-from a given instant at a given speed (for the demo and tests, so that a sending
-window opens during a short run).
+"""The clock the release timer, ingest's progress and the command line's cancels read:
+the machine's, or one that runs from a given instant at a given speed (for the demo
+and tests, so that a sending window opens during a short run).
 
 `SMSCOOL_CLOCK` is empty (the machine's clock) or `START_MS@WALL_MS*SPEED`: at the
 machine's epoch millisecond WALL_MS the clock reads START_MS, and it runs SPEED times as

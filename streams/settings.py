@@ -76,7 +76,8 @@ class Settings:
     # How often the cooldown agent looks for held messages that are due: a release is
     # at most about this late.
     release_tick_ms: int = 200
-    # What the release timer and the connector take for now (see `streams.clock`).
+    # What the release timer, ingest's progress and cancels take for now (see
+    # `streams.clock`); decisions never read it.
     clock: Clock = field(default_factory=Clock)
     # The gateway connector.
     connector_data_dir: Path = Path("connector-data")
