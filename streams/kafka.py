@@ -6,9 +6,12 @@ readers that collect a topic's records.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from confluent_kafka import (
     Consumer,
@@ -28,8 +31,39 @@ class PartitionMismatch(RuntimeError):
     pass
 
 
+_ELAPSED = re.compile(r"\(after \d+ms")
+
+
+class _OncePerMinute(logging.Filter):
+    """Lets a librdkafka message through once a minute: while a broker is down each
+    client says it cannot connect twenty times a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[tuple[object, ...], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # The same failure again says how long its attempt took: not a new message.
+        key = tuple(_ELAPSED.sub("(after", str(a)) for a in record.args) \
+            if isinstance(record.args, tuple) else (record.msg,)
+        now = time.monotonic()
+        if now - self._last.get(key, -60.0) < 60.0:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+# Every librdkafka client made here logs through this logger (served by the client's
+# poll calls), named by its client name.
+librdkafka_log = logging.getLogger("librdkafka")
+librdkafka_log.addFilter(_OncePerMinute())
+
+
 def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": librdkafka_log}
+    return AdminClient(config)
 
 
 def producer(bootstrap: str, **extra: object) -> Producer:
@@ -37,6 +71,7 @@ def producer(bootstrap: str, **extra: object) -> Producer:
     # Faust/aiokafka and Java clients do; murmur2_random matches them.
     config = {
         "bootstrap.servers": bootstrap,
+        "logger": librdkafka_log,
         "partitioner": "murmur2_random",
         "linger.ms": 5,
         "enable.idempotence": False,
@@ -100,7 +135,9 @@ def produce_all(out: Producer, topic: str, records: Iterable[Outgoing], *,
     if left:
         raise NotDelivered(f"{topic}: {left} records not acknowledged within {timeout_s} s")
     if refused:
-        raise NotDelivered(f"{topic}: {len(refused)} of {count} records refused: {refused[0]}")
+        first = refused[0]
+        reason = first.str() if isinstance(first, KafkaError) else str(first)
+        raise NotDelivered(f"{topic}: {len(refused)} of {count} records not written: {reason}")
 
 
 def partition_counts(bootstrap: str, timeout_s: float = 10.0) -> dict[str, int]:
@@ -214,6 +251,7 @@ def iter_records(
     until `idle_s` pass without one (with `follow`, until `timeout_s`)."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
+        "logger": librdkafka_log,
         "group.id": f"smscool-reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

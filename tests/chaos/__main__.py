@@ -1,13 +1,17 @@
 """`python -m tests.chaos`: the pipeline under faults, checked against the reference model.
 
     python -m tests.chaos                  # 100,000 triggers over 10,000 numbers
-    python -m tests.chaos --quick          # the size CI runs, about two minutes
+    python -m tests.chaos --quick          # the size CI runs, about three minutes
     python -m tests.chaos --seed 7         # repeat a run
+    python -m tests.chaos --no-broker-faults
 
-Starts the embedded broker, workers, the connector and the fake gateway; feeds triggers,
-outside sends and duplicates in rounds while a fault loop kills and restarts services
-and adds and removes workers; then drains, checks and prints a table. Exit status 1
-when an invariant fails, 2 when the run itself could not finish.
+Starts the embedded broker (its topics kept in a local S3 server, so that they survive
+its restarts), workers, the connector and the fake gateway; feeds triggers, outside
+sends and duplicates in rounds while a fault loop kills and restarts services, adds and
+removes workers, and kills the broker or stops it for a while; then waits for the held
+messages to come due (the window's opening, the cooldown's end of the last deferrals),
+drains, checks and prints a table. Exit status 1 when an invariant fails, 2 when the
+run itself could not finish.
 """
 
 from __future__ import annotations
@@ -23,17 +27,23 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from smscool.processes import FakeGatewayProcess
+from smscool.processes import FakeGatewayProcess, Stopped, stop_on_signals
 from streams import codecs, topics
-from streams.automations import publish_automation
-from streams.broker import EmbeddedBroker
+from streams.automations import Automation, publish_automation
+from streams.broker import EmbeddedBroker, LocalS3
 from streams.bundles import decode_bundle
 from streams.ingest import group_id as ingest_group
 from streams.kafka import ensure_topics, iter_records, producer
 from streams.records import SENT_EVENT
 from tests.chaos.check import Findings, check
 from tests.chaos.faults import FaultLoop, Services
-from tests.chaos.workload import AUTOMATIONS, OUTSIDE_SYSTEM, Workload
+from tests.chaos.workload import (
+    DEFERRING,
+    OUTSIDE_SYSTEM,
+    Workload,
+    automations,
+    window_opening_ms,
+)
 
 PARTITIONS = 4
 APP_ID = "sms-cooldown"
@@ -50,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="workers at the start (default 2)")
     p.add_argument("--seed", type=int, help="default: random, printed")
     p.add_argument("--keep", action="store_true", help="keep the run's folder and logs")
+    p.add_argument("--broker-faults", action=argparse.BooleanOptionalAction, default=True,
+                   help="kill and restart the broker, and stop it once for 20-40 s "
+                        "(default: on; off keeps the broker in memory)")
     args = p.parse_args(argv)
     args.triggers = args.triggers or (10_000 if args.quick else 100_000)
     args.numbers = args.numbers or (2_000 if args.quick else 10_000)
@@ -160,18 +173,45 @@ def where_on_sent(bootstrap: str, refs: list[str]) -> list[str]:
             for ref in refs]
 
 
-def drained(bootstrap: str, gateway: FakeGatewayProcess, timeout_s: float) -> Findings:
-    """Check until every trigger has its decision and every pass its outcome."""
+def where_on_bundles(bootstrap: str, event_ids: list[str]) -> list[str]:
+    """Where each trigger's number event is on the bundle topic (every copy): set
+    beside the agent's committed offsets, it tells ingest's loss from the agent's."""
+    places: dict[str, list[str]] = {event_id: [] for event_id in event_ids}
+    for record in iter_records(bootstrap, topics.BY_NUMBER, idle_s=2.0, timeout_s=600):
+        events = decode_bundle(record.value)
+        for event in events:
+            if event.event_id in places:
+                places[event.event_id].append(
+                    f"[{record.partition}]@{record.offset} ({len(events)} events)")
+    return [f"{event_id} on {topics.BY_NUMBER}{', '.join(where) or ': nowhere'}"
+            for event_id, where in places.items()]
+
+
+def drained(bootstrap: str, gateway: FakeGatewayProcess, run: list[Automation],
+            timeout_s: float) -> Findings:
+    """Check until every trigger has its decision, every pass its outcome, and every
+    held message that came due its own."""
     deadline = time.monotonic() + timeout_s
     while True:
-        findings = check(bootstrap, gateway)
-        if not findings.without_decision and not findings.lost:
+        findings = check(bootstrap, gateway, run)
+        if not findings.without_decision and not findings.lost and not findings.held_lost:
             return findings
         if time.monotonic() > deadline:
             return findings
         print(f"draining: {len(findings.without_decision)} triggers without a decision, "
-              f"{len(findings.lost)} passes not yet sent", file=sys.stderr)
+              f"{len(findings.lost)} passes not yet sent, {len(findings.held_lost)} held "
+              f"messages not yet released or sent", file=sys.stderr)
         time.sleep(5)
+
+
+def wait_for_releases(start_ms: int, fed_ms: int) -> None:
+    """Until the window has opened and the last triggers' deferrals have come to the
+    end of their cooldown: what is still held after that waits for a later release,
+    which the check allows."""
+    until_ms = max(window_opening_ms(start_ms), fed_ms + DEFERRING.cooldown_ms) + 2_000
+    wait_s = max(0.0, until_ms / 1000 - time.time())
+    print(f"waiting {wait_s:.0f} s for held messages to come due", file=sys.stderr)
+    time.sleep(wait_s)
 
 
 def report(args: argparse.Namespace, findings: Findings, faults: FaultLoop,
@@ -183,10 +223,18 @@ def report(args: argparse.Namespace, findings: Findings, faults: FaultLoop,
           f"{findings.outside_sends:,} outside sends, {seconds:.0f} s")
     print(f"decided: {findings.passed:,} passed, {findings.suppressed:,} suppressed by "
           f"cooldown; the gateway accepted {findings.accepted:,}")
+    h = findings.outcomes
+    print(f"held: {h['held_window']:,} for the window, {h['deferred_cooldown']:,} deferred; "
+          f"{h['released']:,} released, {h['expired']:,} expired, {h['collapsed']:,} "
+          f"collapsed")
     print(f"faults: {c.kills} kills ({c.worker_kills} workers, {c.connector_kills} connector), "
           f"{c.wiped_restarts} restarts with the data folder deleted, "
           f"{c.workers_added} workers added, {c.workers_removed} removed, "
-          f"~{c.rebalances} rebalances\n")
+          f"~{c.rebalances} rebalances")
+    outages = ", ".join(f"{s:.0f} s" for s in c.outages_s) or "none"
+    print(f"broker: {c.broker_kills} kills, outages {outages}" if args.broker_faults
+          else "broker: no faults (--no-broker-faults)")
+    print(f"services that exited on their own (started again): {len(c.exits)}\n")
     print(f"{'invariant':38} {'found':>7}  {'must be':>7}")
     for name, found, must in rows:
         mark = "" if found == 0 else "   FAILED"
@@ -217,17 +265,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="sms-cooldown-chaos-"))
     print(f"chaos run, seed {args.seed}, in {folder}", file=sys.stderr)
+    # SIGTERM, like Ctrl-C, stops every service the run started before it exits.
+    with stop_on_signals():
+        try:
+            return run(args, folder)
+        except Stopped as stopped:
+            print(f"\nthe chaos run was stopped ({stopped}); logs in {folder}",
+                  file=sys.stderr)
+            return 2
+
+
+def run(args: argparse.Namespace, folder: Path) -> int:
     rng = random.Random(args.seed)
     broker_log = (folder / "broker.log").open("wb")
-    broker = EmbeddedBroker(log=broker_log).start()
+    s3 = LocalS3(log=broker_log) if args.broker_faults else None
+    broker = EmbeddedBroker(log=broker_log, s3=s3)
     services = Services(broker.bootstrap_servers, folder, PARTITIONS)
-    faults = FaultLoop(services, rng, args.workers)
+    faults = FaultLoop(services, rng, args.workers, broker if args.broker_faults else None)
     barrier = OutsideSendsSeen(broker.bootstrap_servers)
     ok = False
+    start_ms = int(time.time() * 1000)
+    chosen = automations(start_ms)
     try:
+        if s3 is not None:
+            s3.start()
+        broker.start()
         bootstrap = broker.bootstrap_servers
         ensure_topics(bootstrap, topics.topic_specs(APP_ID, PARTITIONS))
-        for automation in AUTOMATIONS:
+        for automation in chosen:
             publish_automation(bootstrap, automation)
         services.start(args.workers)
         services.wait_until_ready()
@@ -237,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         missed = feed(bootstrap, Workload(args.seed, args.numbers), args, barrier)
         faults.stop()
         services.ensure_running()
-        findings = drained(bootstrap, services.gateway, timeout_s=600)
+        wait_for_releases(start_ms, int(time.time() * 1000))
+        findings = drained(bootstrap, services.gateway, chosen,
+                           timeout_s=240 if args.quick else 600)
         findings.outside_sends_late = [ref for ref in missed if ref in barrier.seen]
         findings.outside_sends_skipped = where_on_sent(
             bootstrap, [ref for ref in missed if ref not in barrier.seen])
@@ -245,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             for topic in (topics.TRIGGERS, topics.SENT, topics.BY_NUMBER):
                 print(f"committed on {topic}: {committed_offsets(bootstrap, topic)}")
+            for line in where_on_bundles(bootstrap, [
+                    item.split(" ", 1)[0] for item in findings.without_decision[:10]]):
+                print(line)
         return 0 if ok else 1
     except Exception as exc:  # the run could not finish: say where its logs are
         print(f"\nthe chaos run could not finish: {exc!r}; logs in {folder}", file=sys.stderr)
@@ -257,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             barrier.stop()
         services.stop()
         broker.stop()
+        if s3 is not None:
+            s3.stop()
         broker_log.close()
         if args.keep or not ok:
             print(f"logs kept in {folder}", file=sys.stderr)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smscool.processes import ConnectorProcess, FakeGatewayProcess, WorkerProcess
+from streams.broker import EmbeddedBroker
 
 TOKEN = "chaos-token"
 
@@ -21,6 +22,10 @@ class FaultCounts:
     wiped_restarts: int = 0
     workers_added: int = 0
     workers_removed: int = 0
+    broker_kills: int = 0
+    outages_s: list[float] = field(default_factory=list)
+    # Workers or the connector that exited without being killed, and were started again.
+    exits: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
 
     @property
@@ -86,13 +91,20 @@ class Services:
 
 class FaultLoop(threading.Thread):
     """Every 5–15 s: SIGKILL a random worker or the connector and start it again (half
-    of the worker restarts without their data folder), or add or remove a worker."""
+    of the worker restarts without their data folder), or add or remove a worker; with
+    `broker`, every fifth fault (the third, the eighth, …) is the broker's: SIGKILL and
+    start again at once, except the second, an outage of 20–40 s.
 
-    def __init__(self, services: Services, rng: random.Random, base_workers: int) -> None:
+    Between faults it stands in for a supervisor: a service that exited on its own is
+    noted and started again."""
+
+    def __init__(self, services: Services, rng: random.Random, base_workers: int,
+                 broker: EmbeddedBroker | None = None) -> None:
         super().__init__(daemon=True, name="faults")
         self.services = services
         self.rng = rng
         self.base_workers = base_workers
+        self.broker = broker
         self.counts = FaultCounts()
         self.actions = 0
         self._halt = threading.Event()
@@ -106,13 +118,44 @@ class FaultLoop(threading.Thread):
         self.counts.log.append(f"{time.monotonic() - self._started_at:7.1f} s  {text}")
 
     def run(self) -> None:
-        while not self._halt.wait(self.rng.uniform(5, 15)):
+        while True:
+            next_fault = time.monotonic() + self.rng.uniform(5, 15)
+            while time.monotonic() < next_fault:
+                if self._halt.wait(min(1.0, max(0.0, next_fault - time.monotonic()))):
+                    return
+                self.supervise()
             self.inject()
+
+    def supervise(self) -> None:
+        for service in [*self.services.workers, self.services.connector]:
+            if service is None or service.alive() or service.process is None:
+                continue
+            name = service.log_path.stem
+            self.counts.exits.append(f"{name} exited with {service.process.returncode}")
+            self._note(f"{name} exited on its own with {service.process.returncode}; "
+                       f"started again")
+            service.start()
 
     def inject(self) -> None:
         s, c = self.services, self.counts
         self.actions += 1
-        if self.actions % 4 == 0:
+        if self.broker is not None and self.actions % 5 == 3:
+            broker_faults = (self.actions + 2) // 5
+            if broker_faults == 2:
+                outage_s = self.rng.uniform(20, 40)
+                self.broker.stop()
+                self._note(f"stopped the broker for {outage_s:.0f} s")
+                began = time.monotonic()
+                self._halt.wait(outage_s)  # cut short when the feed ends meanwhile
+                c.outages_s.append(time.monotonic() - began)
+            else:
+                self.broker.kill()
+                c.broker_kills += 1
+                self._note("killed the broker")
+                time.sleep(self.rng.uniform(0.2, 2.0))
+            self.broker.start()
+            self._note("started the broker again")
+        elif self.actions % 4 == 0:
             # Every fourth fault changes the group's size instead: a worker joins, or the
             # one that joined last leaves cleanly.
             if len(s.workers) > self.base_workers:

@@ -2,13 +2,17 @@
 Zipf skew, triggers in rounds, outside sends, and duplicates of earlier triggers.
 
 Time is the wall clock, compressed: the cooldowns are tens of seconds rather than hours,
-so that a run of minutes holds many intervals per number.
+so that a run of minutes holds many intervals per number. Two automations hold what they
+may not send now: one defers past its cooldown, one has a sending window of one minute
+that opens shortly after the run starts.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from bench.workload import danish_numbers, written, zipf_cum_weights
 from streams import codecs
@@ -18,7 +22,7 @@ OUTSIDE_SYSTEM = "crm-campaigns"
 
 # Longer than any stall the faults cause (a worker's failover is under ~15 s), so that a
 # number's events that were queued during a stall still fall in the same interval.
-AUTOMATIONS = [
+BASE_AUTOMATIONS = [
     Automation("chaos-45s", "45 s cooldown", country="DK", event_type="short",
                message="Short {n}", sender="Chaos", cooldown_enabled=True, cooldown_ms=45_000),
     Automation("chaos-90s", "90 s cooldown", country="DK", event_type="medium",
@@ -28,7 +32,38 @@ AUTOMATIONS = [
     Automation("chaos-nocooldown", "no cooldown", country="DK", event_type="service",
                message="Service {n}", sender="Chaos"),
 ]
-_EVENT_TYPES = [("short", 40), ("medium", 25), ("long", 15), ("service", 20)]
+# Deferred rather than dropped; a number hit often collapses and re-defers its held
+# messages until some pass their deadline.
+DEFERRING = Automation(
+    "chaos-defer", "60 s cooldown, deferred", country="DK", event_type="deferred",
+    message="Deferred {n}", sender="Chaos", cooldown_enabled=True, cooldown_ms=60_000,
+    on_cooldown="defer", max_hold_ms=120_000, priority=5)
+WINDOW_MS = 60_000
+# Held up to this long for the window: a trigger earlier than that before the opening,
+# or any after the window closed (the next opening is a day away), expires at once.
+WINDOW_MAX_HOLD_MS = 30_000
+_EVENT_TYPES = [("short", 40), ("medium", 25), ("long", 15), ("service", 20),
+                ("deferred", 8), ("windowed", 7)]
+_ZONE = ZoneInfo("Europe/Copenhagen")  # Danish numbers: where their windows count
+
+
+def window_opening_ms(start_ms: int) -> int:
+    """The first whole minute at least 30 s after the run's start: the feed has begun."""
+    return (start_ms + 30_000 + 59_999) // 60_000 * 60_000
+
+
+def automations(start_ms: int) -> list[Automation]:
+    """The run's automations; the windowed one's window opens at
+    `window_opening_ms(start_ms)` in Copenhagen time, daily."""
+    opening = datetime.fromtimestamp(window_opening_ms(start_ms) / 1000, _ZONE)
+    closing = datetime.fromtimestamp((window_opening_ms(start_ms) + WINDOW_MS) / 1000, _ZONE)
+    end = "24:00" if closing.hour == closing.minute == 0 else f"{closing:%H:%M}"
+    windowed = Automation(
+        "chaos-window", "30 s cooldown, one minute a day", country="DK",
+        event_type="windowed", message="Windowed {n}", sender="Chaos",
+        window=f"daily {opening:%H:%M}-{end}", cooldown_enabled=True, cooldown_ms=30_000,
+        max_hold_ms=WINDOW_MAX_HOLD_MS)
+    return [*BASE_AUTOMATIONS, DEFERRING, windowed]
 
 
 @dataclass

@@ -63,7 +63,7 @@ def test_records_not_acknowledged_in_time_raise():
 
 def test_a_refused_record_raises_and_the_callers_callback_still_hears_of_it():
     heard = []
-    with pytest.raises(NotDelivered, match="1 of 3 records refused: refused"):
+    with pytest.raises(NotDelivered, match="1 of 3 records not written: refused"):
         produce_all(FakeProducer(), "t", [(b"k", b"ok"), (b"k", b"refuse"), (b"k", b"ok")],
                     on_delivery=lambda err, msg: heard.append(err))
     assert heard == [None, "refused", None]
