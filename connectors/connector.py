@@ -45,7 +45,7 @@ from connectors.gateways import (
     OutgoingSms,
 )
 from streams import codecs, topics
-from streams.kafka import iter_records, position, produce_all
+from streams.kafka import iter_records, librdkafka_log, position, produce_all
 from streams.kafka import producer as kafka_producer
 from streams.settings import Settings
 
@@ -192,6 +192,7 @@ class Connector:
     def _consumer_config(self) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.settings.require_bootstrap(),
+            "logger": librdkafka_log,
             "group.id": self.group_id,
             "auto.offset.reset": "earliest",
             # Offsets are stored by hand once a request is fully handled, then

@@ -23,7 +23,8 @@ def _settings() -> Settings:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from smscool.processes import Stopped, stop_on_signals
-    from streams.broker import EmbeddedBroker, LocalS3
+    from streams.broker import EmbeddedBroker
+    from streams.local_s3 import LocalS3
 
     log = None if args.quiet else sys.stderr.buffer
     s3 = LocalS3(log=log) if args.storage == "s3" else None
@@ -72,8 +73,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     values = [v for v in values if v.strip()]
     key = None if args.key is None else args.key.encode()
     # The same limit for librdkafka, which gives the record up, and for the wait.
-    out = producer(bootstrap, acks="all", **{"enable.idempotence": True,
-                                            "message.timeout.ms": int(args.timeout * 1000)})
+    out = producer(bootstrap, **{"message.timeout.ms": int(args.timeout * 1000)})
     produce_all(out, args.topic, [(key, v) for v in values], timeout_s=args.timeout + 5)
     print(f"{len(values)} records written to {args.topic}", file=sys.stderr)
     return 0

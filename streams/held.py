@@ -118,7 +118,7 @@ def send_cancel(bootstrap: str, partitions: int, automation_id: str, outcome: st
             refused.append(err.str())
 
     # librdkafka gives a record up after the same 30 s that the flush waits.
-    out = producer(bootstrap, acks="all", **{"message.timeout.ms": 30_000})
+    out = producer(bootstrap, **{"message.timeout.ms": 30_000})
     for partition in range(partitions):
         out.produce(BY_NUMBER, value, partition=partition, on_delivery=delivered)
     if out.flush(35) != 0 or refused:

@@ -68,13 +68,16 @@ def admin(bootstrap: str) -> AdminClient:
 
 def producer(bootstrap: str, **extra: object) -> Producer:
     # librdkafka's default partitioner (CRC32) puts a key on another partition than
-    # Faust/aiokafka and Java clients do; murmur2_random matches them.
+    # Faust/aiokafka and Java clients do; murmur2_random matches them. Idempotence
+    # (which implies acks=all): the retries that follow a broker's failure neither
+    # write a record twice nor put a later one before it, and a partition's order is
+    # what the table's changelog rests on.
     config = {
         "bootstrap.servers": bootstrap,
         "logger": librdkafka_log,
         "partitioner": "murmur2_random",
         "linger.ms": 5,
-        "enable.idempotence": False,
+        "enable.idempotence": True,
     }
     config.update(extra)
     return Producer(config)

@@ -30,10 +30,11 @@ from confluent_kafka import Consumer, TopicPartition
 from smscool.processes import FakeGatewayProcess, Stopped, stop_on_signals
 from streams import codecs, topics
 from streams.automations import Automation, publish_automation
-from streams.broker import EmbeddedBroker, LocalS3
+from streams.broker import EmbeddedBroker
 from streams.bundles import decode_bundle
 from streams.ingest import group_id as ingest_group
 from streams.kafka import ensure_topics, iter_records, producer
+from streams.local_s3 import LocalS3
 from streams.records import SENT_EVENT
 from tests.chaos.check import Findings, check
 from tests.chaos.faults import FaultLoop, Services
@@ -323,6 +324,8 @@ def run(args: argparse.Namespace, folder: Path) -> int:
     finally:
         if faults.is_alive():
             faults.stop()
+            # Stopped or failed before its report: what it had done says where.
+            print("\nfault log so far:\n" + "\n".join(faults.counts.log), file=sys.stderr)
         if barrier.is_alive():
             barrier.stop()
         services.stop()

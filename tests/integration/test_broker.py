@@ -14,8 +14,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from streams import topics
-from streams.broker import EmbeddedBroker, LocalS3, free_port
+from streams.broker import EmbeddedBroker, free_port
 from streams.kafka import ensure_topics, produce_all, producer, read_records
+from streams.local_s3 import LocalS3
 from tests.helpers import APP_ID, PARTITIONS
 
 pytestmark = pytest.mark.integration

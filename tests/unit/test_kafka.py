@@ -77,3 +77,26 @@ def test_without_a_timeout_it_returns_once_queued():
     assert len(out.queue) == 1 and not heard
     out.flush()
     assert heard == ["refused"]
+
+
+def test_librdkafka_says_the_same_failure_once_a_minute(monkeypatch):
+    import logging
+
+    from streams import kafka
+
+    now = [1000.0]
+    monkeypatch.setattr(kafka.time, "monotonic", lambda: now[0])
+    once = kafka._OncePerMinute()
+
+    def record(text: str) -> logging.LogRecord:
+        return logging.LogRecord("librdkafka", logging.ERROR, "", 0, "%s [%s] %s",
+                                 ("FAIL", "rdkafka#producer-1", text), None)
+
+    refused = ("127.0.0.1:9092/bootstrap: Connect failed: Connection refused "
+               "(after {}ms in state CONNECT)")
+    assert once.filter(record(refused.format(0)))
+    now[0] += 1
+    assert not once.filter(record(refused.format(2)))  # the same, another attempt's time
+    assert once.filter(record("127.0.0.1:9092/1: Disconnected"))  # a new message
+    now[0] += 60
+    assert once.filter(record(refused.format(0)))  # a minute later: said again
