@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"smscool {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (KafkaException, NotDelivered, TimeoutError) as exc:
+    except (KafkaException, NotDelivered) as exc:
         print(f"smscool {args.command}: Kafka did not answer: {_kafka_reason(exc)}. Is the "
               f"broker at KAFKA_BOOTSTRAP_SERVERS={_settings().bootstrap_servers} running?",
               file=sys.stderr)

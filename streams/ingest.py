@@ -38,10 +38,8 @@ log = logging.getLogger(__name__)
 
 INPUTS = (topics.TRIGGERS, topics.SENT, topics.DELIVERY)
 PROGRESS_EVERY_S = 30.0
-# How often ingest tells the cooldown agents how far it has read (`Progress`), and how
-# long a record may take from its producer's clock to the broker: a partition read to
-# its end is read up to this long ago.
-PROGRESS_TICK_S = 0.1
+# How long a record may take from its producer's clock to the broker: a partition read
+# to its end is read up to this long ago (`Progress`).
 IN_FLIGHT_MS = 500
 
 
@@ -127,7 +125,7 @@ class Progress:
                 self._advance((tp.topic, tp.partition), records[-1].timestamp)
 
     async def report(self, source: AIOKafkaConsumer) -> None:
-        if time.monotonic() - self.last_sent < PROGRESS_TICK_S:
+        if time.monotonic() - self.last_sent < self.settings.progress_tick_ms / 1000:
             return
         self.last_sent = time.monotonic()
         now = self.settings.clock.ms_ago(IN_FLIGHT_MS)

@@ -76,6 +76,11 @@ class Settings:
     # How often the cooldown agent looks for held messages that are due: a release is
     # at most about this late.
     release_tick_ms: int = 200
+    # How often ingest tells the cooldown agents how far it has read each input
+    # partition (`streams.ingest.Progress`): a release waits for it, so it adds about
+    # this much to a release's lateness; each tick writes a record to every bundle
+    # partition.
+    progress_tick_ms: int = 100
     # What the release timer, ingest's progress and cancels take for now (see
     # `streams.clock`); decisions never read it.
     clock: Clock = field(default_factory=Clock)
@@ -108,6 +113,9 @@ class Settings:
         release_tick_ms = _int(env, "SMSCOOL_RELEASE_TICK_MS", 200)
         if not 10 <= release_tick_ms <= 60_000:
             raise ValueError("SMSCOOL_RELEASE_TICK_MS must be between 10 and 60000")
+        progress_tick_ms = _int(env, "SMSCOOL_PROGRESS_TICK_MS", 100)
+        if not 10 <= progress_tick_ms <= 60_000:
+            raise ValueError("SMSCOOL_PROGRESS_TICK_MS must be between 10 and 60000")
         return cls(
             bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip(),
             app_id=env.get("SMSCOOL_APP_ID", "sms-cooldown"),
@@ -127,6 +135,7 @@ class Settings:
             max_trigger_age_ms=_int(env, "SMSCOOL_MAX_TRIGGER_AGE_MS", 7 * 24 * 3600 * 1000),
             log_level=env.get("SMSCOOL_LOG_LEVEL", "INFO").upper(),
             release_tick_ms=release_tick_ms,
+            progress_tick_ms=progress_tick_ms,
             clock=Clock.parse(env.get("SMSCOOL_CLOCK", "")),
             connector_data_dir=Path(env.get("SMSCOOL_CONNECTOR_DATA_DIR", "connector-data")),
             connector_rate_per_s=_float(env, "SMSCOOL_CONNECTOR_RATE", 50.0),

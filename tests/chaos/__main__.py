@@ -281,7 +281,10 @@ def run(args: argparse.Namespace, folder: Path) -> int:
     broker_log = (folder / "broker.log").open("wb")
     s3 = LocalS3(log=broker_log) if args.broker_faults else None
     broker = EmbeddedBroker(log=broker_log, s3=s3)
-    services = Services(broker.bootstrap_servers, folder, PARTITIONS)
+    # On S3 storage every write is an object or more: progress once a second, not ten
+    # times (releases may then be a second later; the check allows ten).
+    services = Services(broker.bootstrap_servers, folder, PARTITIONS,
+                        {"SMSCOOL_PROGRESS_TICK_MS": "1000"} if args.broker_faults else None)
     faults = FaultLoop(services, rng, args.workers, broker if args.broker_faults else None)
     barrier = OutsideSendsSeen(broker.bootstrap_servers)
     ok = False

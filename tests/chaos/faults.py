@@ -42,10 +42,12 @@ class Services:
     """The embedded broker's clients: workers with data folders of their own, the
     connector and the fake gateway, all started from `folder`."""
 
-    def __init__(self, bootstrap: str, folder: Path, partitions: int) -> None:
+    def __init__(self, bootstrap: str, folder: Path, partitions: int,
+                 env: dict[str, str] | None = None) -> None:
         self.bootstrap = bootstrap
         self.folder = folder
-        self.env = {"SMSCOOL_PARTITIONS": str(partitions), "SMSCOOL_LOG_LEVEL": "INFO"}
+        self.env = {"SMSCOOL_PARTITIONS": str(partitions), "SMSCOOL_LOG_LEVEL": "INFO",
+                    **(env or {})}
         self.workers: list[WorkerProcess] = []
         self._worker_numbers = iter(range(1, 10_000))
         self.gateway = FakeGatewayProcess(folder / "gateway.log", TOKEN)
