@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_quick_chaos_run_holds_every_invariant():
-    # Without broker faults: on the embedded broker's S3 storage the pipeline does not
-    # yet keep up with the quick run's load (README, "The chaos harness").
+    # Without broker faults: the pipeline does not yet come through them (README,
+    # "Known limits").
     harness = subprocess.Popen([sys.executable, "-m", "tests.chaos", "--quick",
                                 "--no-broker-faults"], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
