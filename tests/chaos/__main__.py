@@ -281,10 +281,14 @@ def run(args: argparse.Namespace, folder: Path) -> int:
     broker_log = (folder / "broker.log").open("wb")
     s3 = LocalS3(log=broker_log) if args.broker_faults else None
     broker = EmbeddedBroker(log=broker_log, s3=s3)
-    # On S3 storage every write is an object or more: progress once a second, not ten
-    # times (releases may then be a second later; the check allows ten).
+    # On S3 storage every write is an object or more, and every fetch a read of each
+    # partition's watermark (the broker answers a fetch once its wait has run out): so
+    # progress once a second, not ten times, and fetches that wait 200 ms, not 20.
+    # Releases and decisions may then come a second later; the check allows ten.
+    s3_env = {"SMSCOOL_PROGRESS_TICK_MS": "1000", "SMSCOOL_FETCH_WAIT_MS": "200",
+              "SMSCOOL_INGEST_FETCH_WAIT_MS": "200"}
     services = Services(broker.bootstrap_servers, folder, PARTITIONS,
-                        {"SMSCOOL_PROGRESS_TICK_MS": "1000"} if args.broker_faults else None)
+                        s3_env if args.broker_faults else None)
     faults = FaultLoop(services, rng, args.workers, broker if args.broker_faults else None)
     barrier = OutsideSendsSeen(broker.bootstrap_servers)
     ok = False
