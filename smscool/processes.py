@@ -34,18 +34,31 @@ class Stopped(Exception):
 def stop_on_signals() -> Iterator[None]:
     """Within the block, SIGTERM and SIGINT raise `Stopped`. Only the first: the block
     then unwinds with both ignored, so that a second signal cannot cut a child's stop
-    short and leave it running. The previous handlers come back on leaving."""
+    short and leave it running. The previous handlers come back on leaving.
+
+    A handler's exception raised while C code runs may come out as another: confluent-kafka
+    turns it into "TypeError: expected configuration property name" when the signal lands
+    while it reads a client's settings. So whatever leaves the block after a signal leaves
+    it as `Stopped`."""
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    received: list[int] = []
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         for other in STOP_SIGNALS:
             signal.signal(other, signal.SIG_IGN)
+        received.append(signum)
         raise Stopped(signum)
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
     try:
         yield
+    except Stopped:
+        raise
+    except BaseException as exc:
+        if received:
+            raise Stopped(received[0]) from exc
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
