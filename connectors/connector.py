@@ -220,8 +220,12 @@ class Connector:
                 if err is not None:
                     future.set_exception(RuntimeError(f"not written to Kafka: {err}"))
                     return
-                if _msg.topic() == topics.SENT:
-                    _, partition, offset = position(_msg)
+                # No offset: a retry the broker had written already (a duplicate
+                # sequence after its restart); the lower bound stays where it was.
+                offset = _msg.offset()
+                if _msg.topic() == topics.SENT and offset is not None:
+                    partition = _msg.partition()
+                    assert partition is not None
                     self._sent_from[partition] = max(
                         self._sent_from.get(partition, 0), offset + 1)
                 future.set_result(None)

@@ -94,8 +94,10 @@ class NotDelivered(RuntimeError):
 
 
 def position(message: Message) -> tuple[str, int, int]:
-    """A record's topic, partition and offset. Every record consumed or acknowledged has
-    them; only error events lack them, which the client's types cannot tell apart."""
+    """A consumed record's topic, partition and offset. Every record consumed has them;
+    only error events lack them, which the client's types cannot tell apart. (An
+    acknowledged record may lack its offset: an idempotent producer's retry that the
+    broker had written already is acknowledged without one.)"""
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     assert topic is not None and partition is not None and offset is not None
     return topic, partition, offset

@@ -58,7 +58,10 @@ class KafkaOutputs:
                 self._failure = str(err)
         elif msg.topic() == self._offsets_of:
             partition, offset = msg.partition(), msg.offset()
-            if offset > self.acknowledged.get(partition, -1):
+            # None: a retry after a broker's restart that the broker had written already
+            # (a duplicate sequence) is acknowledged without its offset. The highest
+            # known offset stays a safe place for recovery to read the changelog from.
+            if offset is not None and offset > self.acknowledged.get(partition, -1):
                 self.acknowledged[partition] = offset
 
     async def flush(self) -> None:

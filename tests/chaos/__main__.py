@@ -33,7 +33,7 @@ from streams.automations import Automation, publish_automation
 from streams.broker import EmbeddedBroker
 from streams.bundles import decode_bundle
 from streams.ingest import group_id as ingest_group
-from streams.kafka import ensure_topics, iter_records, producer
+from streams.kafka import ensure_topics, iter_records, librdkafka_log, producer
 from streams.local_s3 import LocalS3
 from streams.records import SENT_EVENT
 from tests.chaos.check import Findings, check
@@ -85,7 +85,8 @@ class OutsideSendsSeen(threading.Thread):
 
     def run(self) -> None:
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "chaos-barrier",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "logger": librdkafka_log})
         # Assigned, not subscribed: joining a group takes the broker seconds, and the
         # first rounds would wait for it.
         consumer.assign([TopicPartition(topics.BY_NUMBER, p, 0) for p in range(PARTITIONS)])
@@ -151,7 +152,8 @@ def committed_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """The pipeline's committed offset on each partition of `topic`: ingest's on its
     inputs, the cooldown agent's on the bundles."""
     group = APP_ID if topic == topics.BY_NUMBER else ingest_group(APP_ID)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "logger": librdkafka_log})
     try:
         return {tp.partition: tp.offset for tp in consumer.committed(
             [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)}

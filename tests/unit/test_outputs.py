@@ -41,7 +41,7 @@ def test_the_flush_before_a_commit_waits_for_the_outputs_then_every_buffered_rec
 
 
 class Delivered:
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
+    def __init__(self, topic: str, partition: int, offset: int | None) -> None:
         self._where = (topic, partition, offset)
 
     def topic(self) -> str:
@@ -50,7 +50,7 @@ class Delivered:
     def partition(self) -> int:
         return self._where[1]
 
-    def offset(self) -> int:
+    def offset(self) -> int | None:
         return self._where[2]
 
 
@@ -61,3 +61,13 @@ def test_acknowledged_keeps_the_highest_offset_per_partition_of_one_topic():
                                      ("changelog", 1, 2), ("sms.decisions", 0, 99)]:
         outputs._delivered(None, Delivered(topic, partition, offset))
     assert outputs.acknowledged == {0: 7, 1: 2}
+
+
+def test_a_record_acknowledged_without_its_offset_leaves_the_offsets_as_they_were():
+    # confluent-kafka's Message.offset() is None for a retry the broker had written
+    # already (a duplicate sequence, after the broker restarted).
+    outputs = KafkaOutputs("127.0.0.1:9", linger_ms=5, offsets_of="changelog")
+    outputs._delivered(None, Delivered("changelog", 0, 7))
+    outputs._delivered(None, Delivered("changelog", 0, None))
+    outputs._delivered(None, Delivered("changelog", 1, None))
+    assert outputs.acknowledged == {0: 7}
