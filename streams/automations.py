@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from streams import codecs
 from streams.numbers import region_for_country
@@ -20,6 +21,7 @@ from streams.topics import AUTOMATIONS
 from streams.window import ALWAYS, SendingWindow, parse_window, timezone_for_country
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -223,8 +225,12 @@ class CatalogFollower:
         deadline = time.monotonic() + timeout_s
         partitions = self._partitions(deadline)
         self._consumer.assign([TopicPartition(AUTOMATIONS, p, 0) for p in partitions])
-        ends = {p: self._consumer.get_watermark_offsets(
-            TopicPartition(AUTOMATIONS, p), timeout=10, cached=False)[1] for p in partitions}
+
+        def end_of(partition: int) -> int:
+            return int(self._consumer.get_watermark_offsets(
+                TopicPartition(AUTOMATIONS, partition), timeout=10, cached=False)[1])
+
+        ends = {p: _until_answered(partial(end_of, p), deadline) for p in partitions}
         positions = dict.fromkeys(partitions, 0)
         while True:
             read = self._apply(self._consumer.consume(1000, timeout=0.2), positions)
@@ -244,7 +250,8 @@ class CatalogFollower:
 
     def _partitions(self, deadline: float) -> list[int]:
         while True:
-            topic = self._consumer.list_topics(AUTOMATIONS, timeout=10).topics.get(AUTOMATIONS)
+            topic = _until_answered(lambda: self._consumer.list_topics(
+                AUTOMATIONS, timeout=10), deadline).topics.get(AUTOMATIONS)
             if topic is not None and topic.partitions and topic.error is None:
                 return sorted(topic.partitions)
             if time.monotonic() > deadline:
@@ -261,6 +268,21 @@ class CatalogFollower:
             if positions is not None:
                 positions[message.partition()] = message.offset() + 1
         return read
+
+
+def _until_answered(ask: Callable[[], T], deadline: float) -> T:
+    """`ask()`, asked again while Kafka does not answer (a broker restarting), until
+    `deadline`."""
+    from confluent_kafka import KafkaException
+
+    while True:
+        try:
+            return ask()
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("automation catalog: Kafka did not answer (%s); asking again", exc)
+            time.sleep(1.0)
 
 
 def read_catalog(bootstrap: str) -> Catalog:

@@ -1,19 +1,27 @@
-"""A local S3 server for the embedded broker's S3 storage: moto's, with a faster answer
-to ListObjectsV2.
+"""A local S3 server for the embedded broker's S3 storage: moto's, with ListObjectsV2
+made fast, and S3 its only service.
 
 The broker's S3 engine writes one object per record batch and lists a partition's
-objects on every fetch that has records to return. moto renders each listed key
-through its generic AWS serializer, about 0.4 ms a key on a 2-core machine: a partition
-of a few thousand batches made every fetch take a second or more. `python -m
-streams.local_s3` runs moto's server with that one answer written directly; everything
-else, conditional writes (`If-None-Match`, `If-Match`) among them, is moto's own.
+objects on every fetch that has records to return. moto answers a listing by walking
+every key of the bucket and sorting what matches, for each page of 1,000, and renders
+each listed key through its generic AWS serializer (about 0.4 ms a key on a 2-core
+machine); and it finds the service of every request by matching its host against the
+URL patterns of every AWS service it knows. Under the chaos harness that was most of
+the server's time, growing with the bucket. `python -m streams.local_s3` runs moto's
+server with those three replaced: a sorted index of each bucket's key names (kept in
+step with every write and delete moto makes) serves a page by bisection, the answer
+is written directly, and every request but moto's own API goes to S3. And it answers
+one request at a time, which makes moto's conditional writes (`If-None-Match`,
+`If-Match`) atomic (`install_s3_dispatch`); the rest is moto's own.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import urllib.request
+from bisect import bisect_left, bisect_right, insort
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
@@ -116,11 +124,137 @@ def install_fast_listing() -> None:
     S3Response.serialized = fast_serialized  # type: ignore[method-assign]
 
 
+# Guards the building of a bucket's name index against the writes it must not miss.
+_INDEX_LOCK = threading.Lock()
+
+
+def _sorted_names(store: Any) -> list[str]:
+    """The store's key names, sorted: built on first use, then kept in step by the
+    store's own writes and deletes (`install_sorted_names`)."""
+    names: list[str] | None = store.__dict__.get("_sorted_names")
+    if names is None:
+        with _INDEX_LOCK:
+            names = store.__dict__.get("_sorted_names")
+            if names is None:
+                names = sorted(dict.keys(store))
+                store.__dict__["_sorted_names"] = names
+    return names
+
+
+def install_sorted_names() -> None:
+    """Every way moto 5.2.5 adds or removes a key name of a bucket (a key store's
+    `__setitem__`, `setlist` and `pop`) updates the store's sorted names as well."""
+    from moto.s3.utils import _VersionedKeyStore as Store
+
+    def adding(method: Any) -> Any:
+        def add(self: Any, key: str, value: Any) -> Any:
+            with _INDEX_LOCK:
+                new = not dict.__contains__(self, key)
+                result = method(self, key, value)
+                names = self.__dict__.get("_sorted_names")
+                if new and names is not None:
+                    insort(names, key)
+            return result
+        return add
+
+    pop = Store.pop
+
+    def removing(self: Any, key: str) -> None:
+        with _INDEX_LOCK:
+            pop(self, key)
+            names = self.__dict__.get("_sorted_names")
+            if names is not None:
+                at = bisect_left(names, key)
+                if at < len(names) and names[at] == key:
+                    del names[at]
+
+    Store.__setitem__ = adding(Store.__setitem__)  # type: ignore[method-assign]
+    Store.setlist = adding(Store.setlist)  # type: ignore[method-assign]
+    Store.pop = removing  # type: ignore[method-assign,assignment]
+
+
+def install_indexed_listing() -> None:
+    """ListObjectsV2 without a delimiter (all the broker asks) read from the sorted
+    names: the page's first name by bisection, then at most a page and one more. The
+    same keys, order, truncation and continuation tokens as moto's own."""
+    from moto.s3.models import FakeDeleteMarker, FakeTableStorageBucket, S3Backend
+
+    install_sorted_names()
+    original = S3Backend.list_objects_v2
+
+    def list_objects_v2(self: Any, bucket: Any, prefix: str | None, delimiter: str | None,
+                        continuation_token: str | None, start_after: str | None,
+                        max_keys: int) -> Any:
+        if delimiter or isinstance(bucket, FakeTableStorageBucket):
+            return original(self, bucket, prefix, delimiter, continuation_token,
+                            start_after, max_keys)
+        after = self._pagination_tokens.get(continuation_token) \
+            if continuation_token else start_after
+        names = _sorted_names(bucket.keys)
+        start = bisect_left(names, prefix or "")
+        if after:
+            start = max(start, bisect_right(names, after))
+        keys: list[Any] = []
+        while len(keys) <= max_keys:
+            # A slice is taken whole, while moto's threads may write meanwhile.
+            page = names[start:start + max_keys + 1 - len(keys)]
+            if not page:
+                break
+            start += len(page)
+            for name in page:
+                if prefix and not name.startswith(prefix):
+                    return self._truncate_result(keys, max_keys)
+                key = bucket.keys.get(name)
+                if key is not None and not isinstance(key, FakeDeleteMarker):
+                    keys.append(key)
+        return self._truncate_result(keys, max_keys)
+
+    S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[method-assign]
+
+
+def install_s3_dispatch() -> None:
+    """Requests answered one at a time, and every one but moto's own API an S3 request.
+
+    One at a time: moto's threaded server lets two requests on one key interleave. Its
+    check of a conditional write (`If-Match`, `If-None-Match`) and the write are then
+    not atomic, so two of the broker's writes of a partition's watermark could both
+    succeed and two batches take the same offset; and a write disposes of the object
+    that a concurrent read or write is still answering from ("I/O operation on closed
+    file", an error 500). The broker's engine rests on conditional writes being atomic.
+    S3 only: no matching of each request's host against every AWS service's URL
+    patterns."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    one_at_a_time = threading.Lock()
+
+    def dispatch(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        app = self.get_application(environ)
+        with one_at_a_time:
+            return app(environ, start_response)
+
+    original = DomainDispatcherApplication.get_application
+
+    def get_application(self: Any, environ: dict[str, Any]) -> Any:
+        if str(environ.get("PATH_INFO", "")).startswith("/moto-api"):
+            return original(self, environ)
+        app = self.app_instances.get("s3")
+        if app is None:
+            with self.lock:
+                app = self.app_instances.get("s3") or self.create_app("s3")
+                self.app_instances["s3"] = app
+        return app
+
+    DomainDispatcherApplication.get_application = get_application  # type: ignore[method-assign]
+    DomainDispatcherApplication.__call__ = dispatch  # type: ignore[method-assign]
+
+
 def main() -> None:
     _require_moto()
     from moto.server import main as moto_main
 
     install_fast_listing()
+    install_indexed_listing()
+    install_s3_dispatch()
     moto_main(sys.argv[1:])
 
 

@@ -17,6 +17,7 @@ run itself could not finish.
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import shutil
 import sys
@@ -280,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, folder: Path) -> int:
     rng = random.Random(args.seed)
+    # The harness's own clients cannot reach the broker while it is down: expected, and
+    # kept in the run's folder rather than in the report.
+    client_log = logging.FileHandler(folder / "harness-clients.log")
+    client_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    librdkafka_log.addHandler(client_log)
+    librdkafka_log.propagate = False
     broker_log = (folder / "broker.log").open("wb")
     s3 = LocalS3(log=broker_log) if args.broker_faults else None
     broker = EmbeddedBroker(log=broker_log, s3=s3)

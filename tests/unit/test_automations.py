@@ -214,3 +214,29 @@ def test_automation_without_event_type_answers_only_by_id():
 def test_an_automation_id_is_short():
     with pytest.raises(ValueError, match="100 bytes"):
         automation(automation_id="a" * 101)
+
+
+def test_the_catalog_asks_kafka_again_while_it_does_not_answer(monkeypatch):
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from streams import automations
+
+    monkeypatch.setattr(automations.time, "sleep", lambda _s: None)
+    answers = iter([KafkaException(KafkaError(KafkaError._TRANSPORT)),
+                    KafkaException(KafkaError(KafkaError._TRANSPORT)), "metadata"])
+
+    def ask() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert automations._until_answered(ask, time.monotonic() + 60) == "metadata"
+
+    def never() -> str:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    with pytest.raises(KafkaException):  # past the deadline it gives up
+        automations._until_answered(never, time.monotonic() - 1)

@@ -33,3 +33,56 @@ def test_a_listing_has_one_contents_element_per_key_and_escapes_text():
     assert [c.findtext(f"{NS}ETag") for c in contents] == ['"8a48"', '"9b59"']
     assert contents[1].findtext(f"{NS}ChecksumAlgorithm") == "CRC32"
     assert contents[0].findtext(f"{NS}Size") == "300"
+
+
+def paged(backend, bucket, prefix, max_keys, start_after=None):
+    """Every page of a listing, as (names, truncated) per page, following its tokens."""
+    pages, token = [], None
+    while True:
+        keys, truncated, token = backend.list_objects_v2(
+            bucket, prefix, None, token, start_after if token is None else None, max_keys)
+        pages.append(([k.name for k in keys], truncated))
+        if not truncated:
+            return pages
+
+
+def test_the_indexed_listing_answers_as_moto_does(monkeypatch):
+    import random
+
+    from moto.s3.models import S3Backend
+    from moto.s3.utils import _VersionedKeyStore
+
+    from streams import local_s3
+
+    for cls, name in [(S3Backend, "list_objects_v2"), (_VersionedKeyStore, "__setitem__"),
+                      (_VersionedKeyStore, "setlist"), (_VersionedKeyStore, "pop")]:
+        monkeypatch.setattr(cls, name, getattr(cls, name))  # put back after the test
+    original = S3Backend.list_objects_v2
+    backend = S3Backend("us-east-1", "123456789012")
+    bucket = backend.create_bucket("sms-cooldown-listing", "us-east-1")
+    rng = random.Random(5)
+
+    def write_some(count: int) -> None:
+        for _ in range(count):
+            name = f"p/{rng.randrange(3)}/records/{rng.randrange(400):020}.batch"
+            backend.put_object(bucket.name, name, b"x")
+        for _ in range(count // 5):
+            name = rng.choice(sorted(bucket.keys.keys()) or ["none"])
+            backend.delete_object(bucket.name, name)
+
+    write_some(300)  # before the index exists
+    local_s3.install_indexed_listing()
+    backend.list_objects_v2(bucket, "p/", None, None, None, 1)  # builds the index
+    write_some(300)  # kept in step by the writes and deletes
+    for prefix in ["p/0/records/", "p/1/", "p/", "", "q/", "p/2/records/0000"]:
+        for max_keys in [1, 7, 1000]:
+            for start_after in [None, "p/1/records/00000000000000000200.batch"]:
+                args = (bucket, prefix, None, None, start_after, max_keys)
+                keys, truncated, token = original(backend, *args)
+                first = backend.list_objects_v2(*args)
+                assert ([k.name for k in first[0]], *first[1:]) == \
+                    ([k.name for k in keys], truncated, token), args
+                indexed = paged(backend, bucket, prefix, max_keys, start_after)
+                listed = [name for names, _ in indexed for name in names]
+                assert listed == sorted(n for n in bucket.keys.keys() if n.startswith(prefix)
+                                        and (start_after is None or n > start_after))
