@@ -222,9 +222,8 @@ def read_records(
 ) -> list[Record]:
     """Read a topic from the beginning, outside any consumer group.
 
-    Stops when `until(records)` says so or, without `until`, once no record has come
-    for `idle_s`. The broker's high watermark is not trusted to mean "read to the end"
-    (the embedded broker misreports it after multi-record batches).
+    Stops when `until(records)` says so or, without `until`, once the topic is read to
+    where it ended and no record has come for `idle_s` (`iter_records`).
     """
     records: list[Record] = []
     for record in iter_records(bootstrap, topic, idle_s=idle_s, timeout_s=timeout_s):
@@ -252,8 +251,15 @@ def iter_records(
     bootstrap: str, topic: str, *, idle_s: float = 1.0, timeout_s: float = 60.0,
     follow: bool = False, start: dict[int, int] | None = None,
 ) -> Iterator[Record]:
-    """A topic's records from `start` (partition -> offset; default: the beginning),
-    until `idle_s` pass without one (with `follow`, until `timeout_s`)."""
+    """A topic's records from `start` (partition -> offset; default: the beginning).
+
+    Without `follow`: until every partition is read up to where it ended when the read
+    began and then `idle_s` pass without a record; TimeoutError if that takes longer
+    than `timeout_s`. (The end offsets are taken as lower bounds only: the embedded
+    broker reports the base offset of a partition's last batch. Idleness alone is no
+    proof of the end: a slow broker can answer nothing for seconds.) With `follow`:
+    until `timeout_s`.
+    """
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "logger": librdkafka_log,
@@ -265,13 +271,25 @@ def iter_records(
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         if not partitions:
             raise KeyError(f"topic {topic} does not exist")
-        consumer.assign([TopicPartition(topic, p, (start or {}).get(p, 0)) for p in partitions])
+        next_offsets = {p: (start or {}).get(p, 0) for p in partitions}
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in next_offsets.items()])
+        ends = {} if follow else {p: consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=10, cached=False)[1] for p in partitions}
+
+        def read_to_the_ends() -> bool:
+            return all(next_offsets[p] >= end for p, end in ends.items())
+
         deadline = time.monotonic() + timeout_s
         last_seen = time.monotonic()
-        while time.monotonic() < deadline:
+        while True:
+            if time.monotonic() >= deadline:
+                if follow:
+                    return
+                raise TimeoutError(f"{topic}: not read to its end within {timeout_s} s")
             batch = consumer.consume(1000, timeout=0.2)
             if not batch:
-                if not follow and time.monotonic() - last_seen >= idle_s:
+                if not follow and time.monotonic() - last_seen >= idle_s \
+                        and read_to_the_ends():
                     return
                 continue
             last_seen = time.monotonic()
@@ -282,6 +300,7 @@ def iter_records(
                         continue
                     raise KafkaException(error)
                 topic_name, partition, offset = position(m)
+                next_offsets[partition] = offset + 1
                 yield Record(topic_name, partition, offset, m.timestamp()[1], m.key(), m.value())
     finally:
         consumer.close()

@@ -17,6 +17,7 @@ one request at a time, which makes moto's conditional writes (`If-None-Match`,
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -255,6 +256,9 @@ def main() -> None:
     install_fast_listing()
     install_indexed_listing()
     install_s3_dispatch()
+    # A line per request (thousands a second) cost the server a tenth of its time;
+    # errors are still logged.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     moto_main(sys.argv[1:])
 
 

@@ -100,3 +100,79 @@ def test_librdkafka_says_the_same_failure_once_a_minute(monkeypatch):
     assert once.filter(record("127.0.0.1:9092/1: Disconnected"))  # a new message
     now[0] += 60
     assert once.filter(record(refused.format(0)))  # a minute later: said again
+
+
+class Consumed:
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_000 + self._offset)
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v%d" % self._offset
+
+
+class StallingConsumer:
+    """A topic of two partitions whose broker answers nothing for the first `stalls`
+    fetches; partition 0 ends at 3 (its last batch's base offset, as the embedded broker
+    reports it: the true end is 4), partition 1 at 1."""
+
+    stalls = 5
+
+    def __init__(self, _config: dict) -> None:
+        self.fetches = 0
+        self.waiting = [Consumed(0, o) for o in range(4)] + [Consumed(1, 0)]
+
+    def list_topics(self, topic: str, timeout: float):
+        from types import SimpleNamespace
+        return SimpleNamespace(topics={topic: SimpleNamespace(partitions={0: None, 1: None})})
+
+    def assign(self, _partitions) -> None:
+        pass
+
+    def get_watermark_offsets(self, tp, timeout: float, cached: bool) -> tuple[int, int]:
+        return (0, 3 if tp.partition == 0 else 1)
+
+    def consume(self, count: int, timeout: float) -> list:
+        self.fetches += 1
+        if self.fetches <= self.stalls or not self.waiting:
+            return []
+        batch, self.waiting = self.waiting, []
+        return batch
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_read_to_the_end_outlasts_a_broker_that_answers_nothing_for_a_while(monkeypatch):
+    from streams import kafka
+
+    monkeypatch.setattr(kafka, "Consumer", StallingConsumer)
+    records = list(kafka.iter_records("127.0.0.1:9", "t", idle_s=0.0, timeout_s=60))
+    assert [(r.partition, r.offset) for r in records] == [(0, 0), (0, 1), (0, 2), (0, 3),
+                                                           (1, 0)]
+
+
+def test_a_read_that_cannot_reach_the_end_in_time_says_so(monkeypatch):
+    from streams import kafka
+
+    monkeypatch.setattr(StallingConsumer, "stalls", 10**9)
+    monkeypatch.setattr(kafka, "Consumer", StallingConsumer)
+    with pytest.raises(TimeoutError, match="not read to its end"):
+        list(kafka.iter_records("127.0.0.1:9", "t", idle_s=0.0, timeout_s=0.3))
