@@ -39,6 +39,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
             kept = f"in S3 at {s3.endpoint}" if s3 else "in memory"
             print(f"embedded broker listening, topics kept {kept}: KAFKA_BOOTSTRAP_SERVERS="
                   f"{broker.bootstrap_servers}", flush=True)
+            if s3 is not None:
+                print("its idempotence does not survive a crash of the broker: run the "
+                      "workers, the connector and smscool with SMSCOOL_IDEMPOTENCE=false",
+                      flush=True)
             while broker.alive():
                 time.sleep(0.5)
             print("the embedded broker exited; see its log above", file=sys.stderr)

@@ -199,23 +199,44 @@ def correct_end_offsets(bootstrap: str) -> None:
     AIOKafkaConsumerThread._highwaters = highwaters  # type: ignore[method-assign]
 
 
+END_OFFSETS_TIMEOUT_S = 120.0
+
+
 async def fetched_end_offsets(bootstrap: str, ends: dict) -> dict:
-    """`ends` corrected by the high watermark of one fetch from each last batch."""
+    """`ends` corrected by the high watermark of one fetch from each last batch.
+
+    It waits for the broker, up to `END_OFFSETS_TIMEOUT_S`: while it restarts, or when
+    a busy broker answers slowly, a recovery that read only to the uncorrected ends
+    would miss states. Past that, RuntimeError: the recovery fails and the worker exits
+    (its supervisor starts it again) rather than decide without them."""
     from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import KafkaConnectionError
 
     nonempty = [tp for tp, end in ends.items() if end]
     if not nonempty:
         return ends
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False)
-    await probe.start()
+    deadline = time.monotonic() + END_OFFSETS_TIMEOUT_S
+    while True:
+        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                 enable_auto_commit=False)
+        try:
+            await probe.start()
+            break
+        except KafkaConnectionError as exc:
+            await probe.stop()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"changelog end offsets: {exc}") from exc
+            log.warning("changelog end offsets: the broker does not answer; asking again")
+            await asyncio.sleep(1.0)
     try:
         probe.assign(nonempty)
         for tp in nonempty:
             probe.seek(tp, ends[tp] - 1)
         pending = set(nonempty)
-        deadline = time.monotonic() + 10
-        while pending and time.monotonic() < deadline:
+        while pending:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"changelog end offsets: no fetch from {len(pending)} "
+                                   f"partitions within {END_OFFSETS_TIMEOUT_S:.0f} s")
             fetched = await probe.getmany(timeout_ms=500)
             pending -= set(fetched)
         return {tp: max(end or 0, probe.highwater(tp) or 0) if tp in nonempty else end

@@ -24,6 +24,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.records import Source
+from streams.settings import idempotent_producers
 from streams.topics import TopicSpec
 
 
@@ -71,14 +72,19 @@ def producer(bootstrap: str, **extra: object) -> Producer:
     # Faust/aiokafka and Java clients do; murmur2_random matches them. Idempotence
     # (which implies acks=all): the retries that follow a broker's failure neither
     # write a record twice nor put a later one before it, and a partition's order is
-    # what the table's changelog rests on.
-    config = {
+    # what the table's changelog rests on. Without it (`idempotent_producers`), one
+    # request in flight keeps that order.
+    config: dict[str, object] = {
         "bootstrap.servers": bootstrap,
         "logger": librdkafka_log,
         "partitioner": "murmur2_random",
         "linger.ms": 5,
-        "enable.idempotence": True,
     }
+    if idempotent_producers():
+        config["enable.idempotence"] = True
+    else:
+        config.update({"enable.idempotence": False, "acks": "all",
+                       "max.in.flight.requests.per.connection": 1})
     config.update(extra)
     return Producer(config)
 

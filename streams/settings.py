@@ -38,6 +38,31 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _bool(env: dict[str, str] | os._Environ[str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def idempotent_producers(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """`SMSCOOL_IDEMPOTENCE` (default true): whether every producer of the project
+    (`streams.kafka.producer`) is idempotent. Read by the producer itself, since every
+    process makes one.
+
+    Off only for a broker whose idempotence does not survive its own crash: the
+    embedded broker's S3 storage records a batch's sequence number before it writes the
+    batch, so a kill between the two makes the producer's retry a "duplicate" that is
+    acknowledged and never written. Without idempotence a retry writes the batch (again,
+    if it had been written: the pipeline's decisions are idempotent, the connector sends
+    one SMS per decision id), and one request in flight keeps the partitions' order."""
+    return _bool(env, "SMSCOOL_IDEMPOTENCE", True)
+
+
 @dataclass(frozen=True)
 class Settings:
     # Comma-separated host:port list; empty means "no broker given" and the demo

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import shutil
 import sys
@@ -294,8 +295,12 @@ def run(args: argparse.Namespace, folder: Path) -> int:
     # partition's watermark (the broker answers a fetch once its wait has run out): so
     # progress once a second, not ten times, and fetches that wait 200 ms, not 20.
     # Releases and decisions may then come a second later; the check allows ten.
+    # And producers without idempotence, which that storage loses batches to when the
+    # broker is killed (`streams.settings.idempotent_producers`): the harness's own too.
     s3_env = {"SMSCOOL_PROGRESS_TICK_MS": "1000", "SMSCOOL_FETCH_WAIT_MS": "200",
-              "SMSCOOL_INGEST_FETCH_WAIT_MS": "200"}
+              "SMSCOOL_INGEST_FETCH_WAIT_MS": "200", "SMSCOOL_IDEMPOTENCE": "false"}
+    if args.broker_faults:
+        os.environ["SMSCOOL_IDEMPOTENCE"] = "false"
     services = Services(broker.bootstrap_servers, folder, PARTITIONS,
                         s3_env if args.broker_faults else None)
     faults = FaultLoop(services, rng, args.workers, broker if args.broker_faults else None)

@@ -176,3 +176,29 @@ def test_a_read_that_cannot_reach_the_end_in_time_says_so(monkeypatch):
     monkeypatch.setattr(kafka, "Consumer", StallingConsumer)
     with pytest.raises(TimeoutError, match="not read to its end"):
         list(kafka.iter_records("127.0.0.1:9", "t", idle_s=0.0, timeout_s=0.3))
+
+
+@pytest.mark.parametrize("value, idempotent", [(None, True), ("true", True), ("false", False),
+                                               ("0", False)])
+def test_producers_are_idempotent_unless_told_otherwise(monkeypatch, value, idempotent):
+    from streams import kafka
+
+    if value is None:
+        monkeypatch.delenv("SMSCOOL_IDEMPOTENCE", raising=False)
+    else:
+        monkeypatch.setenv("SMSCOOL_IDEMPOTENCE", value)
+    monkeypatch.setattr(kafka, "Producer", lambda config: config)
+    config = kafka.producer("127.0.0.1:9", **{"linger.ms": 50})
+    assert config["enable.idempotence"] is idempotent
+    assert config["linger.ms"] == 50
+    if not idempotent:  # retries keep each partition's order with one request in flight
+        assert config["max.in.flight.requests.per.connection"] == 1
+        assert config["acks"] == "all"
+
+
+def test_a_setting_that_is_neither_true_nor_false_is_refused(monkeypatch):
+    from streams import kafka
+
+    monkeypatch.setenv("SMSCOOL_IDEMPOTENCE", "maybe")
+    with pytest.raises(ValueError, match="SMSCOOL_IDEMPOTENCE must be true or false"):
+        kafka.producer("127.0.0.1:9")
