@@ -6,7 +6,7 @@ objects on every fetch that has records to return. moto answers a listing by wal
 every key of the bucket and sorting what matches, for each page of 1,000, and renders
 each listed key through its generic AWS serializer (about 0.4 ms a key on a 2-core
 machine); and it finds the service of every request by matching its host against the
-URL patterns of every AWS service it knows. Under the chaos harness that was most of
+URL patterns of every AWS service it knows. Under the chaos harness that was half of
 the server's time, growing with the bucket. `python -m streams.local_s3` runs moto's
 server with those three replaced: a sorted index of each bucket's key names (kept in
 step with every write and delete moto makes) serves a page by bisection, the answer

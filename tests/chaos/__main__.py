@@ -181,6 +181,8 @@ def where_on_sent(bootstrap: str, refs: list[str]) -> list[str]:
 def where_on_bundles(bootstrap: str, event_ids: list[str]) -> list[str]:
     """Where each trigger's number event is on the bundle topic (every copy): set
     beside the agent's committed offsets, it tells ingest's loss from the agent's."""
+    if not event_ids:
+        return []
     places: dict[str, list[str]] = {event_id: [] for event_id in event_ids}
     for record in iter_records(bootstrap, topics.BY_NUMBER, idle_s=2.0, timeout_s=600):
         events = decode_bundle(record.value)
