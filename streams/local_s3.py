@@ -10,23 +10,30 @@ URL patterns of every AWS service it knows. Under the chaos harness that was hal
 the server's time, growing with the bucket. `python -m streams.local_s3` runs moto's
 server with those three replaced: a sorted index of each bucket's key names (kept in
 step with every write and delete moto makes) serves a page by bisection, the answer
-is written directly, and every request but moto's own API goes to S3. And it answers
+is written directly, and every request but moto's own API goes to S3. It answers
 one request at a time, which makes moto's conditional writes (`If-None-Match`,
-`If-Match`) atomic (`install_s3_dispatch`); the rest is moto's own.
+`If-Match`) atomic (`install_s3_dispatch`). And it keeps a partition's listing from
+running ahead of a batch that has its offsets but is not written yet
+(`BatchesAwaited`); the rest is moto's own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
 MOTO_VERSION = "5.2.5"
+log = logging.getLogger(__name__)
 
 
 class LocalS3:
@@ -193,6 +200,8 @@ def install_indexed_listing() -> None:
             if continuation_token else start_after
         names = _sorted_names(bucket.keys)
         start = bisect_left(names, prefix or "")
+        # Names from here on wait for the batch before them to be written.
+        held_from = AWAITED.listing_stop(prefix or "")
         if after:
             start = max(start, bisect_right(names, after))
         keys: list[Any] = []
@@ -205,12 +214,107 @@ def install_indexed_listing() -> None:
             for name in page:
                 if prefix and not name.startswith(prefix):
                     return self._truncate_result(keys, max_keys)
+                if held_from is not None and name >= held_from:
+                    AWAITED.overtaken(held_from, name)
+                    return self._truncate_result(keys, max_keys)
                 key = bucket.keys.get(name)
                 if key is not None and not isinstance(key, FakeDeleteMarker):
                     keys.append(key)
         return self._truncate_result(keys, max_keys)
 
     S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[method-assign]
+
+
+_PARTITION = r"clusters/[^/]+/topics/.+/partitions/\d{10}/"
+_WATERMARK = re.compile(f"({_PARTITION})watermark\\.json")
+_BATCH = re.compile(f"({_PARTITION})records/(\\d{{20}})\\.batch")
+_RECORDS = re.compile(f"({_PARTITION})records/")
+
+
+class BatchesAwaited:
+    """The batches whose offsets the broker has taken but whose objects it has not
+    written yet, by partition, and how long a listing waits for them.
+
+    The broker's S3 engine (Tansu 0.6.0) produces a batch in two writes: its
+    partition's watermark, which takes the batch's offsets, then the batch object at
+    the first of them; nothing keeps a second produce to the partition out in between.
+    Its fetch lists the partition's batch objects and returns those from the fetch
+    offset on. So when a later batch is written first, a reader at the earlier batch's
+    offset is given the later batch alone, moves past the earlier one and never reads
+    it (the bundle topic, written by every ingest, is where it happens). A listing
+    that stops before the first batch awaited keeps the partition's order; the wait
+    is bounded because a broker killed between the two writes never writes the batch,
+    and its offsets stay a hole, which readers pass over."""
+
+    WAIT_S = 20.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._awaited: dict[str, dict[int, float]] = {}
+        self._reported: set[str] = set()
+
+    def written(self, key: str, before: bytes | None, after: bytes) -> None:
+        """Note a write of `key` (`before`: the object it replaced, if any)."""
+        if watermark := _WATERMARK.fullmatch(key):
+            taken_from, up_to = _high(before), _high(after)
+            if up_to is not None and up_to > (taken_from or 0):
+                self._awaited.setdefault(watermark[1], {})[taken_from or 0] = self._clock()
+        elif batch := _BATCH.fullmatch(key):
+            self._awaited.get(batch[1], {}).pop(int(batch[2]), None)
+
+    def listing_stop(self, prefix: str) -> str | None:
+        """The first key name a listing of `prefix` leaves out, if any: a partition's
+        batch objects from the first batch awaited on."""
+        records = _RECORDS.fullmatch(prefix)
+        awaited = self._awaited.get(records[1]) if records else None
+        if not awaited:
+            return None
+        now = self._clock()
+        for offset in [o for o, since in awaited.items() if now - since > self.WAIT_S]:
+            del awaited[offset]
+        return f"{prefix}{min(awaited):020}.batch" if awaited else None
+
+
+    def overtaken(self, awaited: str, written: str) -> None:
+        """Say, once for each batch awaited, that a later one was written before it:
+        the order a listing would have got wrong."""
+        if awaited not in self._reported:
+            self._reported.add(awaited)
+            log.warning("listing held at %s: %s is written before it", awaited, written)
+
+
+def _high(watermark: bytes | None) -> int | None:
+    """A watermark object's high offset (None: no object, or no offset yet)."""
+    if watermark is None:
+        return None
+    try:
+        high = json.loads(watermark).get("high")
+    except (ValueError, AttributeError):
+        return None
+    return high if isinstance(high, int) else None
+
+
+AWAITED = BatchesAwaited()
+
+
+def install_batch_order() -> None:
+    """Every object moto 5.2.5 writes (`S3Backend.put_object`) is told to `AWAITED`,
+    with the object it replaces; the listing (`install_indexed_listing`) asks it where
+    to stop. Atomic with the rest because requests are answered one at a time."""
+    from moto.s3.models import S3Backend
+
+    put_object = S3Backend.put_object
+
+    def put_and_note(self: Any, bucket_name: str, key_name: str, value: bytes,
+                     *args: Any, **kwargs: Any) -> Any:
+        old = self.get_bucket(bucket_name).keys.get(key_name) \
+            if _WATERMARK.fullmatch(key_name) else None
+        before = old.value if old is not None and hasattr(old, "value") else None
+        written = put_object(self, bucket_name, key_name, value, *args, **kwargs)
+        AWAITED.written(key_name, before, value)
+        return written
+
+    S3Backend.put_object = put_and_note  # type: ignore[method-assign]
 
 
 def install_s3_dispatch() -> None:
@@ -255,7 +359,10 @@ def main() -> None:
 
     install_fast_listing()
     install_indexed_listing()
+    install_batch_order()
     install_s3_dispatch()
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # A line per request (thousands a second) cost the server a tenth of its time;
     # errors are still logged.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

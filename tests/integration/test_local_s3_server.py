@@ -63,3 +63,34 @@ def test_of_concurrent_conditional_writes_exactly_one_succeeds():
                 IfMatch=etag)) == one_success, watermark
     finally:
         s3.stop()
+
+
+def test_a_partition_is_listed_only_up_to_a_batch_not_yet_written():
+    """The broker's two writes of a produce (the watermark, then the batch), for two
+    produces to one partition whose batches are written in the other order."""
+    import boto3
+
+    s3 = LocalS3().start()
+    try:
+        client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                              aws_access_key_id="test", aws_secret_access_key="test")
+        partition = "clusters/c/topics/sms-cooldown-by-number/partitions/0000000003/"
+
+        def put(key: str, body: bytes) -> None:
+            client.put_object(Bucket=LocalS3.BUCKET, Key=partition + key, Body=body)
+
+        def listed() -> list[str]:
+            return [o["Key"].removeprefix(partition + "records/") for o in
+                    client.list_objects_v2(Bucket=LocalS3.BUCKET,
+                                           Prefix=partition + "records/").get("Contents", [])]
+
+        put("watermark.json", b'{"low":null,"high":5,"timestamps":null}')
+        put(f"records/{0:020}.batch", b"first")
+        put("watermark.json", b'{"low":null,"high":15,"timestamps":null}')
+        put("watermark.json", b'{"low":null,"high":20,"timestamps":null}')
+        put(f"records/{15:020}.batch", b"third")
+        assert listed() == [f"{0:020}.batch"]
+        put(f"records/{5:020}.batch", b"second")
+        assert listed() == [f"{o:020}.batch" for o in (0, 5, 15)]
+    finally:
+        s3.stop()

@@ -86,3 +86,39 @@ def test_the_indexed_listing_answers_as_moto_does(monkeypatch):
                 listed = [name for names, _ in indexed for name in names]
                 assert listed == sorted(n for n in bucket.keys.keys() if n.startswith(prefix)
                                         and (start_after is None or n > start_after))
+
+
+PARTITION = "clusters/c/topics/sms.t/partitions/0000000001/"
+
+
+def batch(offset):
+    return f"{PARTITION}records/{offset:020}.batch"
+
+
+def test_a_listing_stops_before_the_first_batch_whose_offsets_are_taken():
+    from streams.local_s3 import BatchesAwaited
+
+    now = [0.0]
+    awaited = BatchesAwaited(clock=lambda: now[0])
+    records = f"{PARTITION}records/"
+    watermark = f"{PARTITION}watermark.json"
+    assert awaited.listing_stop(records) is None
+    awaited.written(watermark, None, b'{"low":null,"high":null,"timestamps":null}')
+    assert awaited.listing_stop(records) is None  # a topic made: no offsets taken
+    # Two produces take offsets 0-9 and 10-24; the second batch is written first.
+    awaited.written(watermark, b'{"low":null,"high":null,"timestamps":null}',
+                    b'{"low":null,"high":10,"timestamps":null}')
+    awaited.written(watermark, b'{"low":null,"high":10,"timestamps":null}',
+                    b'{"low":null,"high":25,"timestamps":null}')
+    awaited.written(batch(10), None, b"...")
+    assert awaited.listing_stop(records) == batch(0)
+    assert awaited.listing_stop("clusters/c/topics/sms.t/partitions/0000000002/records/") \
+        is None
+    awaited.written(batch(0), None, b"...")
+    assert awaited.listing_stop(records) is None
+    # A batch never written (its broker killed in between) holds the listing no longer
+    # than the wait.
+    awaited.written(watermark, b'{"high":25}', b'{"high":30}')
+    assert awaited.listing_stop(records) == batch(25)
+    now[0] += BatchesAwaited.WAIT_S + 1
+    assert awaited.listing_stop(records) is None
