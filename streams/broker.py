@@ -89,6 +89,8 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        if self.s3:
+            self.s3.broker_starting()
         self._process = subprocess.Popen(
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--cluster-id", EMBEDDED_CLUSTER_ID, "--storage-engine", self.storage],

@@ -33,7 +33,7 @@ from typing import IO, Any
 from xml.sax.saxutils import escape
 
 MOTO_VERSION = "5.2.5"
-log = logging.getLogger(__name__)
+log = logging.getLogger("streams.local_s3")  # run as __main__
 
 
 class LocalS3:
@@ -77,6 +77,13 @@ class LocalS3:
             self.stop()
             raise
         return self
+
+    def broker_starting(self) -> None:
+        """Tell the server that the broker starts: offsets its previous run took for a
+        batch it never wrote are holes from now on (`BatchesAwaited`)."""
+        request = urllib.request.Request(self.endpoint + BROKER_STARTING_PATH, method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
 
     def stop(self) -> None:
         from streams.broker import stop_process
@@ -242,16 +249,19 @@ class BatchesAwaited:
     offset on. So when a later batch is written first, a reader at the earlier batch's
     offset is given the later batch alone, moves past the earlier one and never reads
     it (the bundle topic, written by every ingest, is where it happens). A listing
-    that stops before the first batch awaited keeps the partition's order; the wait
-    is bounded because a broker killed between the two writes never writes the batch,
-    and its offsets stay a hole, which readers pass over."""
+    that stops before the first batch awaited keeps the partition's order. A broker
+    killed between the two writes never writes the batch, and its offsets stay a hole,
+    which readers pass over: the broker's next start says so (`broker_starting`), and a
+    batch a running broker failed to write is waited for `WAIT_S` at most."""
 
-    WAIT_S = 20.0
+    WAIT_S = 60.0
+    SLOW_S = 5.0  # a batch written this long after its offsets is logged
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._awaited: dict[str, dict[int, float]] = {}
         self._reported: set[str] = set()
+        self._given_up: set[str] = set()
 
     def written(self, key: str, before: bytes | None, after: bytes) -> None:
         """Note a write of `key` (`before`: the object it replaced, if any)."""
@@ -260,7 +270,21 @@ class BatchesAwaited:
             if up_to is not None and up_to > (taken_from or 0):
                 self._awaited.setdefault(watermark[1], {})[taken_from or 0] = self._clock()
         elif batch := _BATCH.fullmatch(key):
-            self._awaited.get(batch[1], {}).pop(int(batch[2]), None)
+            since = self._awaited.get(batch[1], {}).pop(int(batch[2]), None)
+            if since is None and key in self._given_up:
+                log.warning("%s is written after listings stopped waiting for it: "
+                            "readers may have passed over it", key)
+            elif since is not None and self._clock() - since > self.SLOW_S:
+                log.warning("%s is written %.1f s after its offsets were taken", key,
+                            self._clock() - since)
+
+    def broker_starting(self) -> None:
+        """The broker (re)starts: what its last run left awaited it will never write."""
+        holes = sum(len(awaited) for awaited in self._awaited.values())
+        self._awaited.clear()
+        if holes:
+            log.warning("broker starting: %d batches its last run took offsets for and "
+                        "never wrote are holes", holes)
 
     def listing_stop(self, prefix: str) -> str | None:
         """The first key name a listing of `prefix` leaves out, if any: a partition's
@@ -272,8 +296,10 @@ class BatchesAwaited:
         now = self._clock()
         for offset in [o for o, since in awaited.items() if now - since > self.WAIT_S]:
             del awaited[offset]
+            self._given_up.add(f"{prefix}{offset:020}.batch")
+            log.warning("listings wait no longer for %s%020d.batch, not written in %.0f s",
+                        prefix, offset, self.WAIT_S)
         return f"{prefix}{min(awaited):020}.batch" if awaited else None
-
 
     def overtaken(self, awaited: str, written: str) -> None:
         """Say, once for each batch awaited, that a later one was written before it:
@@ -317,6 +343,30 @@ def install_batch_order() -> None:
     S3Backend.put_object = put_and_note  # type: ignore[method-assign]
 
 
+class _TurnLock:
+    """A lock taken in the order it was asked for. A plain lock lets a request wait
+    behind any number of later ones, and a batch write held back that way is one
+    that listings stop waiting for."""
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition()
+        self._next = self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._turns:
+            turn, self._next = self._next, self._next + 1
+            self._turns.wait_for(lambda: self._serving == turn)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._turns:
+            self._serving += 1
+            self._turns.notify_all()
+
+
+# Where the broker's start is told (`LocalS3.broker_starting`), beside the S3 API.
+BROKER_STARTING_PATH = "/_smscool/broker-starting"
+
+
 def install_s3_dispatch() -> None:
     """Requests answered one at a time, and every one but moto's own API an S3 request.
 
@@ -330,9 +380,14 @@ def install_s3_dispatch() -> None:
     patterns."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-    one_at_a_time = threading.Lock()
+    one_at_a_time = _TurnLock()
 
     def dispatch(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == BROKER_STARTING_PATH:
+            with one_at_a_time:
+                AWAITED.broker_starting()
+            start_response("204 No Content", [])
+            return [b""]
         app = self.get_application(environ)
         with one_at_a_time:
             return app(environ, start_response)

@@ -92,5 +92,12 @@ def test_a_partition_is_listed_only_up_to_a_batch_not_yet_written():
         assert listed() == [f"{0:020}.batch"]
         put(f"records/{5:020}.batch", b"second")
         assert listed() == [f"{o:020}.batch" for o in (0, 5, 15)]
+        # A broker killed between its two writes: the next one's start makes a hole.
+        put("watermark.json", b'{"low":null,"high":25,"timestamps":null}')
+        put("watermark.json", b'{"low":null,"high":30,"timestamps":null}')
+        put(f"records/{25:020}.batch", b"after the hole")
+        assert listed() == [f"{o:020}.batch" for o in (0, 5, 15)]
+        s3.broker_starting()
+        assert listed() == [f"{o:020}.batch" for o in (0, 5, 15, 25)]
     finally:
         s3.stop()

@@ -334,3 +334,15 @@ def test_messages_due_at_different_times_go_out_each_at_its_own():
         ("a", RELEASED, at("2026-01-15 08:00")),
         ("b", DEFERRED_COOLDOWN, at("2026-01-15 10:00"))]
     assert state.held[0].release_at_ms == at("2026-01-15 12:00")
+
+
+def test_a_number_remembers_its_last_finished_holds_through_its_encoding():
+    from streams.rule import RECENT_FINISHED, finish
+
+    state = None
+    for n in range(RECENT_FINISHED + 5):
+        state = finish(state, decision_id_for(f"evt-{n}", "a"))
+    assert len(state.finished) == RECENT_FINISHED
+    assert decision_id_for("evt-4", "a") not in state.finished
+    assert decision_id_for("evt-5", "a") in state.finished
+    assert decode_state(encode_state(state)) == state

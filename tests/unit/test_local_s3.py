@@ -95,7 +95,7 @@ def batch(offset):
     return f"{PARTITION}records/{offset:020}.batch"
 
 
-def test_a_listing_stops_before_the_first_batch_whose_offsets_are_taken():
+def test_a_listing_stops_before_the_first_batch_whose_offsets_are_taken_until_it_is_written():
     from streams.local_s3 import BatchesAwaited
 
     now = [0.0]
@@ -121,4 +121,9 @@ def test_a_listing_stops_before_the_first_batch_whose_offsets_are_taken():
     awaited.written(watermark, b'{"high":25}', b'{"high":30}')
     assert awaited.listing_stop(records) == batch(25)
     now[0] += BatchesAwaited.WAIT_S + 1
+    assert awaited.listing_stop(records) is None
+    # And not at all once the broker that took the offsets starts again.
+    awaited.written(watermark, b'{"high":30}', b'{"high":31}')
+    assert awaited.listing_stop(records) == batch(30)
+    awaited.broker_starting()
     assert awaited.listing_stop(records) is None
