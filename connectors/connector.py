@@ -44,9 +44,12 @@ from connectors.gateways import (
     GatewayResult,
     OutgoingSms,
 )
+from connectors.replies import ReplyWebhook
 from streams import codecs, topics
 from streams.kafka import iter_records, librdkafka_log, position, produce_all
 from streams.kafka import producer as kafka_producer
+from streams.optouts import opt_out_record
+from streams.outcomes import OPT_OUT_BY_SMS_REPLY
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -235,6 +238,11 @@ class Connector:
                         timeout_s=None)
             futures.append(future)
         await asyncio.gather(*futures)
+
+    async def _write_opt_out(self, e164: str, at_ms: int) -> None:
+        key, value = opt_out_record(e164, True, OPT_OUT_BY_SMS_REPLY, at_ms)
+        await asyncio.wait_for(self._publish([(topics.OPTOUTS, key, value)]),
+                               self.settings.connector_timeout_s)
 
     async def _poll_producer(self) -> None:
         assert self._producer is not None
@@ -426,6 +434,12 @@ class Connector:
             connector=aiohttp.TCPConnector(limit=self.settings.connector_concurrency))
         poller = asyncio.create_task(self._poll_producer())
         reporter = asyncio.create_task(self._report())
+        replies = None
+        if self.settings.reply_port is not None:
+            replies = ReplyWebhook(self._write_opt_out, self.settings.stop_keywords,
+                                   self.settings.number_tag, self.settings.reply_secret)
+            url = await replies.start(self.settings.reply_host, self.settings.reply_port)
+            log.info("replies webhook listening: %s", url)
         tasks: set[asyncio.Task[None]] = set()
         # A connector restarted right after a crash must not add its requests to those
         # its predecessor made in the same rate window.
@@ -453,6 +467,8 @@ class Connector:
             if tasks:
                 await asyncio.wait(tasks, timeout=max(30.0, self.settings.connector_timeout_s))
         finally:
+            if replies is not None:
+                await replies.stop()
             poller.cancel()
             reporter.cancel()
             await self._session.close()

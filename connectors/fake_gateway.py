@@ -14,6 +14,10 @@ it answered, and exposes that for tests:
     POST /_fake/faults     change p500/p429/p400/ptimeout/timeout_delay_s/retry_after_s
                            (and reseed with "seed") at runtime
     POST /_fake/reset      clear both records
+    POST /_fake/reply      {"msisdn": 4520123456, "message": "STOP", "webhook": URL}: a
+                           phone's reply, posted to the webhook (default: --reply-webhook)
+                           as GatewayAPI posts an incoming SMS (signed with --reply-secret,
+                           if given); answers with the webhook's status and answer
 
 Run it alone with `python -m connectors.fake_gateway --port 0`: it prints its URL as the
 first line and serves until SIGTERM or SIGINT. It never logs request bodies (they hold
@@ -33,6 +37,7 @@ import sys
 import time
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 FAULTS = ("p500", "p429", "p400", "ptimeout")
@@ -74,9 +79,12 @@ class FakeGateway:
     def __init__(
         self, token: str = "fake-token", *, p500: float = 0.0, p429: float = 0.0,
         p400: float = 0.0, ptimeout: float = 0.0, timeout_delay_s: float = 5.0,
-        retry_after_s: float = 1.0, seed: int = 0,
+        retry_after_s: float = 1.0, seed: int = 0, reply_webhook: str = "",
+        reply_secret: str = "",
     ) -> None:
         self.token = token
+        self.reply_webhook = reply_webhook
+        self.reply_secret = reply_secret
         self.faults: dict[str, float] = {}
         self.set_faults({"p500": p500, "p429": p429, "p400": p400, "ptimeout": ptimeout,
                          "timeout_delay_s": timeout_delay_s, "retry_after_s": retry_after_s})
@@ -117,6 +125,7 @@ class FakeGateway:
         app.router.add_get("/_fake/requests", self._list_requests)
         app.router.add_post("/_fake/faults", self._set_faults)
         app.router.add_post("/_fake/reset", self._reset)
+        app.router.add_post("/_fake/reply", self._reply)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -212,6 +221,35 @@ class FakeGateway:
         self.requests.clear()
         return web.json_response({"reset": True})
 
+    async def _reply(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        if not isinstance(body, dict) or "msisdn" not in body or "message" not in body:
+            return web.json_response({"error": "expected {\"msisdn\": …, \"message\": …}"},
+                                     status=400)
+        webhook = body.get("webhook") or self.reply_webhook
+        if not webhook:
+            return web.json_response({"error": "no webhook: give one, or --reply-webhook"},
+                                     status=400)
+        incoming = {
+            "id": self._take_id(), "msisdn": int(str(body["msisdn"]).lstrip("+")),
+            "receiver": 4512345678, "message": body["message"],
+            "senttime": int(time.time()), "webhook_label": "fake-gateway",
+            "encoding": "UTF8",
+        }
+        headers = {}
+        if self.reply_secret:
+            headers["X-Gwapi-Signature"] = jwt_hs256(
+                {"id": incoming["id"], "iat": incoming["senttime"]}, self.reply_secret)
+        async with aiohttp.ClientSession() as session, session.post(
+                webhook, json=incoming, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=30)) as answer:
+            text = await answer.text()
+        try:
+            answered: Any = json.loads(text)
+        except ValueError:
+            answered = text
+        return web.json_response({"status": answer.status, "answer": answered})
+
     # --- helpers ----------------------------------------------------------------------
 
     @staticmethod
@@ -268,6 +306,21 @@ class FakeGateway:
         return response
 
 
+def jwt_hs256(claims: dict[str, Any], secret: str) -> str:
+    """A JWT of `claims` signed with `secret` by HS256, as GatewayAPI signs webhooks."""
+    import base64
+    import hashlib
+    import hmac
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = json.dumps({"alg": "HS256", "typ": "JWT"}).encode()
+    signed = f"{part(header)}.{part(json.dumps(claims).encode())}"
+    signature = hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()
+    return f"{signed}.{part(signature)}"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m connectors.fake_gateway",
                                 description="Run a fake SMS gateway on loopback.")
@@ -283,13 +336,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-after", type=float, default=1.0, dest="retry_after_s",
                    help="Retry-After seconds on 429")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reply-webhook", dest="reply_webhook", default="",
+                   help="where /_fake/reply posts a phone's reply (the connector's "
+                        "incoming-SMS webhook)")
+    p.add_argument("--reply-secret", dest="reply_secret", default="",
+                   help="sign the replies it posts with this secret (X-Gwapi-Signature)")
     return p
 
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeGateway(args.token, p500=args.p500, p429=args.p429, p400=args.p400,
                        ptimeout=args.ptimeout, timeout_delay_s=args.timeout_delay_s,
-                       retry_after_s=args.retry_after_s, seed=args.seed)
+                       retry_after_s=args.retry_after_s, seed=args.seed,
+                       reply_webhook=args.reply_webhook, reply_secret=args.reply_secret)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -103,8 +103,9 @@ def _automation_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["cooldown_ms"] = parse_duration_ms(args.cooldown)
     if getattr(args, "no_cooldown", False):
         fields["cooldown_enabled"] = False
-    if getattr(args, "failed_sends_count", None) is not None:
-        fields["failed_sends_count"] = args.failed_sends_count
+    for name in ("failed_sends_count", "transactional"):
+        if getattr(args, name, None) is not None:
+            fields[name] = getattr(args, name)
     for name in ("outside_window", "on_cooldown", "priority"):
         if getattr(args, name, None) is not None:
             fields[name] = getattr(args, name)
@@ -124,6 +125,8 @@ def _print_automation(a: Any) -> None:
         recipients += f", segment {a.segment}"
     window = "window always" if a.window == "always" else (
         f"window {a.window} (recipient's zone, else {a.zone}; {a.outside_window} outside it)")
+    if a.transactional:
+        state += " transactional"
     print(f"{a.automation_id:24} {state:8}  {a.title!r}\n"
           f"{'':24} {recipients}; {a.country}; {window}; {cooldown}; "
           f"held at most {format_duration(a.max_hold_ms)}; priority {a.priority}; "
@@ -212,6 +215,51 @@ def cmd_held(args: argparse.Namespace) -> int:
                   f"event {m.event_id}")
     if not args.json:
         print(f"{len(held)} message(s) of {args.automation_id} held")
+    return 0
+
+
+def cmd_optout(args: argparse.Namespace) -> int:
+    from streams.numbers import InvalidNumber, to_e164
+    from streams.optouts import publish_opt_out, read_opt_outs
+    from streams.outcomes import OPT_OUT_BY_CLI
+
+    settings = _settings()
+    bootstrap = settings.require_bootstrap()
+    if args.action == "list":
+        opted_out = read_opt_outs(bootstrap)
+        for e164, mark in sorted(opted_out.items()):
+            if args.json:
+                print(json.dumps({"number": e164, "since_ms": mark.at_ms,
+                                  "channel": mark.channel}))
+            else:
+                print(f"{e164:16} since {_when(mark.at_ms)} by {mark.channel}")
+        if not args.json:
+            print(f"{len(opted_out)} number(s) opted out")
+        return 0
+    try:
+        e164 = to_e164(args.number, args.country)
+    except InvalidNumber as exc:
+        hint = "" if args.country else " (a number without its +country prefix needs --country)"
+        print(f"smscool optout: not a phone number: {exc.reason}{hint}", file=sys.stderr)
+        return 2
+    if args.action == "check":
+        found = read_opt_outs(bootstrap).get(e164)
+        if found is None:
+            print(f"{e164} is not opted out")
+        else:
+            print(f"{e164} opted out since {_when(found.at_ms)} by {found.channel}")
+        return 0
+    from streams.kafka import ensure_topics
+
+    ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
+    opting_out = args.action == "add"
+    publish_opt_out(bootstrap, e164, opting_out, OPT_OUT_BY_CLI, settings.clock.now_ms(),
+                    args.scope)
+    if opting_out:
+        print(f"{e164} opted out: its triggers get the decision opted_out (except for "
+              f"transactional automations), and so do its held messages")
+    else:
+        print(f"{e164} opted back in")
     return 0
 
 
@@ -350,6 +398,9 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--priority", type=int,
                        help="of a number's held messages due together, the highest priority "
                             "goes out (default 0)")
+        c.add_argument("--transactional", action=argparse.BooleanOptionalAction, default=None,
+                       help="order confirmations, one-time codes: sent to numbers that "
+                            "opted out too (default: no)")
     for action in ("enable", "disable"):
         actions.add_parser(action).add_argument("automation_id")
     a.set_defaults(func=cmd_automation)
@@ -363,6 +414,23 @@ def parser() -> argparse.ArgumentParser:
         "cancel", help="cancel every held message (each gets the decision cancelled)"
     ).add_argument("automation_id")
     h.set_defaults(func=cmd_held)
+
+    o = sub.add_parser("optout", help="opt a number out of SMS or back in; list or check")
+    optout_actions = o.add_subparsers(dest="action", required=True)
+    for action, what in (("add", "opt the number out"), ("remove", "opt it back in"),
+                         ("check", "say whether it is opted out")):
+        one = optout_actions.add_parser(action, help=what)
+        one.add_argument("number")
+        one.add_argument("--country", help="ISO region (DK) or calling code (+45), for a "
+                                           "number written without its prefix")
+        if action == "add":
+            one.add_argument("--scope", help="where the person opted out from (kept for "
+                                             "the record)")
+        else:
+            one.set_defaults(scope=None)
+    optout_list = optout_actions.add_parser("list", help="every number opted out now")
+    optout_list.add_argument("--json", action="store_true")
+    o.set_defaults(func=cmd_optout)
 
     c = sub.add_parser("connector", help="send sms.outbox through an HTTP SMS gateway")
     c.add_argument("--gateway", choices=["gatewayapi", "webhook"], default=None,

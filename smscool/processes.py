@@ -102,6 +102,17 @@ class ServiceProcess:
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def logged_after(self, marker: str, timeout_s: float = 20.0) -> str:
+        """What follows `marker` on the first log line that has it, once the process
+        writes it; RuntimeError when it exits or takes longer."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.alive():
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if marker in line:
+                    return line.split(marker, 1)[1].strip()
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.command[0]} did not log {marker!r}:\n{self.log_tail()}")
+
 
 class WorkerProcess(ServiceProcess):
     """`smscool worker` with its own data folder."""
@@ -115,7 +126,9 @@ class WorkerProcess(ServiceProcess):
 
 
 class ConnectorProcess(ServiceProcess):
-    """`smscool connector` sending through the GatewayAPI adapter to `gateway_url`."""
+    """`smscool connector` sending through the GatewayAPI adapter to `gateway_url`;
+    with SMSCOOL_REPLY_PORT in `extra_env`, `reply_url` is its incoming-SMS webhook
+    once started."""
 
     def __init__(self, bootstrap: str, gateway_url: str, token: str, data_dir: Path,
                  log_path: Path, extra_env: dict[str, str] | None = None) -> None:
@@ -124,6 +137,13 @@ class ConnectorProcess(ServiceProcess):
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SMSCOOL_CONNECTOR_DATA_DIR": str(data_dir),
             "SMSCOOL_GATEWAYAPI_URL": gateway_url, "SMSCOOL_GATEWAYAPI_TOKEN": token,
             **(extra_env or {})})
+        self.reply_url = ""
+
+    def start(self) -> ConnectorProcess:
+        super().start()
+        if "SMSCOOL_REPLY_PORT" in self.env:
+            self.reply_url = self.logged_after("replies webhook listening: ", 60)
+        return self
 
 
 class FakeGatewayProcess(ServiceProcess):
@@ -139,16 +159,21 @@ class FakeGatewayProcess(ServiceProcess):
 
     def start(self, timeout_s: float = 20.0) -> FakeGatewayProcess:
         super().start()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.alive():
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                if "listening: " in line:
-                    self.url = line.split("listening: ", 1)[1].strip()
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"the fake gateway did not start:\n{self.log_tail()}")
+        self.url = self.logged_after("listening: ", timeout_s)
+        return self
 
     def recorded(self, what: str) -> list[dict]:
         """What the fake gateway noted: "requests" (every HTTP request) or "accepted"."""
         with urllib.request.urlopen(f"{self.url}/_fake/{what}", timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def reply(self, msisdn: str, message: str, webhook: str) -> dict:
+        """A phone's reply, posted to `webhook` as the gateway posts an incoming SMS;
+        the webhook's status and answer."""
+        request = urllib.request.Request(
+            f"{self.url}/_fake/reply", method="POST",
+            data=json.dumps({"msisdn": msisdn, "message": message,
+                             "webhook": webhook}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
             return json.loads(answer.read())

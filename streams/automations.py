@@ -74,6 +74,8 @@ class Automation:
     on_cooldown: str = DROP  # or DEFER
     max_hold_ms: int = DEFAULT_MAX_HOLD_MS
     priority: int = 0
+    # Sent to numbers that opted out too: order confirmations, one-time codes.
+    transactional: bool = False
 
     def __post_init__(self) -> None:
         if self.outside_window not in (HOLD, DROP):

@@ -166,7 +166,8 @@ class AvroCodec:
 
 
 AUTOMATION = AvroCodec("sms_cooldown.Automation",
-                       earlier=("earlier/sms_cooldown.Automation.1.avsc",))
+                       earlier=("earlier/sms_cooldown.Automation.2.avsc",
+                                "earlier/sms_cooldown.Automation.1.avsc"))
 TRIGGER = AvroCodec("sms_cooldown.Trigger")
 SENT = AvroCodec("sms_cooldown.Sent")
 NUMBER_EVENT = AvroCodec("sms_cooldown.NumberEvent")
@@ -176,8 +177,9 @@ DECISION = AvroCodec("sms_cooldown.Decision")
 DEAD_LETTER = AvroCodec("sms_cooldown.DeadLetter")
 DELIVERY_OUTCOME = AvroCodec("sms_cooldown.DeliveryOutcome")
 HELD = AvroCodec("sms_cooldown.Held")
+OPT_OUT = AvroCodec("sms_cooldown.OptOut")
 
 CODECS = {c.full_name: c for c in (
     AUTOMATION, TRIGGER, SENT, NUMBER_EVENT, NUMBER_EVENT_BUNDLE, SEND_REQUEST, DECISION,
-    DEAD_LETTER, DELIVERY_OUTCOME, HELD,
+    DEAD_LETTER, DELIVERY_OUTCOME, HELD, OPT_OUT,
 )}

@@ -34,6 +34,7 @@ from streams.outcomes import (
     UNKNOWN_AUTOMATION,
 )
 from streams.records import (
+    OPT_OUT_EVENT,
     RELEASE_EVENT,
     SENT_EVENT,
     TRIGGER_EVENT,
@@ -80,6 +81,8 @@ def route(source: Source, catalog: Catalog, limits: Limits) -> list[Output]:
         return _route_sent(source, limits)
     if source.topic == topics.DELIVERY:
         return _route_delivery(source, catalog)
+    if source.topic == topics.OPTOUTS:
+        return _route_opt_out(source)
     return _route_trigger(source, catalog, limits)
 
 
@@ -172,6 +175,7 @@ def _route_trigger_to(source: Source, trigger: dict[str, Any], automation: Autom
         defer_on_cooldown=automation.on_cooldown == DEFER,
         max_hold_ms=automation.max_hold_ms,
         priority=automation.priority,
+        transactional=automation.transactional,
     ))
 
 
@@ -226,3 +230,31 @@ def _route_sent(source: Source, limits: Limits) -> list[Output]:
     return [_number_event(source, SENT_EVENT, e164, sent["sent_at_ms"],
                           decision_id=sent["decision_id"], origin=sent["origin"],
                           ref=sent["decision_id"] or sent["message_id"] or "")]
+
+
+def _route_opt_out(source: Source) -> list[Output]:
+    """A number opting out or back in, for the agent that owns it. The key is not
+    read: other systems key the topic as they like."""
+    now = source.timestamp_ms
+    if source.value is None:
+        return []  # a tombstone: an erasure's, or compaction's own
+    try:
+        record = codecs.OPT_OUT.decode(source.value)
+    except codecs.CodecError as exc:
+        return [dead_letter(source, now, exc.reason, exc.detail)]
+    too_long = [name for name in ("channel", "scope")
+                if len((record[name] or "").encode()) > MAX_REF_BYTES]
+    if too_long:
+        return [dead_letter(source, now, INVALID_RECORD,
+                            f"{', '.join(too_long)} longer than {MAX_REF_BYTES} bytes")]
+    try:
+        e164 = to_e164(record["phone"], record["country"])
+    except InvalidNumber as exc:
+        return [dead_letter(source, now, INVALID_NUMBER, f"{exc.reason}: {exc}")]
+    except ValueError as exc:  # the country itself is unknown
+        return [dead_letter(source, now, INVALID_RECORD, str(exc))]
+    # Dated no later than it reached Kafka: an opt-out dated ahead would otherwise undo
+    # an opt-in that came after it.
+    return [_number_event(source, OPT_OUT_EVENT, e164, min(record["at_ms"], now),
+                          enabled=record["opted_out"], origin=record["channel"] or "unknown",
+                          ref=record["scope"])]

@@ -12,6 +12,9 @@ PASSED = "passed"
 SUPPRESSED_COOLDOWN = "suppressed_cooldown"
 OUTSIDE_WINDOW = "outside_window"
 AUTOMATION_DISABLED = "automation_disabled"
+# The number opted out (sms.optouts) and the automation is not transactional; a held
+# message of the number ends so too when the opt-out reaches it.
+OPTED_OUT = "opted_out"
 # Held: the message waits in the number's state until `release_at_ms`.
 HELD_WINDOW = "held_window"
 DEFERRED_COOLDOWN = "deferred_cooldown"
@@ -23,8 +26,8 @@ COLLAPSED = "collapsed"
 CANCELLED = "cancelled"
 HOLD_OUTCOMES: tuple[str, ...] = (HELD_WINDOW, DEFERRED_COOLDOWN)
 RULE_OUTCOMES: tuple[str, ...] = (PASSED, SUPPRESSED_COOLDOWN, OUTSIDE_WINDOW,
-                                  AUTOMATION_DISABLED, *HOLD_OUTCOMES, RELEASED, EXPIRED,
-                                  COLLAPSED, CANCELLED)
+                                  AUTOMATION_DISABLED, OPTED_OUT, *HOLD_OUTCOMES, RELEASED,
+                                  EXPIRED, COLLAPSED, CANCELLED)
 
 # Decided at ingest, before any state is read.
 INVALID_NUMBER = "invalid_number"
@@ -49,3 +52,8 @@ UNENCODABLE = "unencodable"
 FUTURE_SEND = "future_send"
 GATEWAY_REJECTED = "gateway_rejected"
 GATEWAY_GAVE_UP = "gateway_gave_up"
+
+# How a number came to opt out (sms.optouts `channel`); other systems name their own.
+OPT_OUT_BY_CLI = "cli"
+OPT_OUT_BY_SMS_REPLY = "sms_reply"
+OPT_OUT_BY_FAILED_DELIVERIES = "auto_failed_deliveries"

@@ -23,6 +23,9 @@ CANCEL_EVENT = "cancel"
 # Ingest's word that everything on input partition `source_topic[source_partition]` up
 # to `at_ms` is in the bundles before this one: releases wait for it (`e164` empty).
 PROGRESS_EVENT = "progress"
+# A number opting out (`enabled` true) or back in (false), from sms.optouts; `origin`
+# is the channel, `ref` the scope.
+OPT_OUT_EVENT = "optout"
 # Made by the cooldown agent's release timer, never written to Kafka: the number's held
 # messages that are due at `at_ms`.
 DUE_EVENT = "due"
@@ -74,9 +77,10 @@ class NumberEvent(_Record):
     trigger for one automation (with the automation's terms and the rendered text), a
     send from any origin, or the release of a reservation whose SMS was refused. Also
     an operator's cancel (for every number of a partition: `e164` is empty) and, inside
-    the agent only, a number's held messages coming due."""
+    the agent only, a number's held messages coming due; and a number opting out of
+    SMS or back in."""
 
-    kind: str  # TRIGGER_EVENT, SENT_EVENT, RELEASE_EVENT, CANCEL_EVENT or DUE_EVENT
+    kind: str  # TRIGGER_EVENT, SENT_EVENT, RELEASE_EVENT, CANCEL_EVENT, OPT_OUT_EVENT or DUE_EVENT
     e164: str
     at_ms: int  # trigger: when it reached Kafka (the decision clock); sent: when it went out
     source_topic: str
@@ -98,6 +102,7 @@ class NumberEvent(_Record):
     defer_on_cooldown: bool = False
     max_hold_ms: int = 0
     priority: int = 0
+    transactional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,18 @@ class SendRequest(_Record):
     text: str
     sender: str
     decided_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut(_Record):
+    """A number opted out, or back in (topic sms.optouts)."""
+
+    phone: str
+    opted_out: bool
+    at_ms: int
+    channel: str
+    country: str | None = None
+    scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

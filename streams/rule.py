@@ -69,6 +69,15 @@ class Held:
     source_topic: str
     source_partition: int
     source_offset: int
+    transactional: bool = False  # goes out to a number that opted out
+
+
+@dataclass(frozen=True)
+class OptedOut:
+    """The number opted out of SMS: since when, and by which channel."""
+
+    at_ms: int
+    channel: str
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class NumberState:
     # Decision ids of the latest held messages that are done with (released, expired,
     # collapsed, cancelled), so that a replayed trigger is not held a second time.
     finished: tuple[str, ...] = ()
+    opted_out: OptedOut | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,8 @@ class AutomationTerms:
     defer_on_cooldown: bool = False
     max_hold_ms: int = 0
     priority: int = 0
+    # Sent to numbers that opted out, too (an order confirmation, a one-time code).
+    transactional: bool = False
 
     def __post_init__(self) -> None:
         if self.cooldown_enabled and self.cooldown_ms <= 0:
@@ -191,7 +203,8 @@ def reserve(state: NumberState | None, terms: AutomationTerms, decision_id: str,
     previous = last if reservation is not last else (state.previous if state else None)
     if state is None:
         return NumberState(reservation, passes, previous)
-    return NumberState(reservation, passes, previous, state.held, state.finished)
+    return NumberState(reservation, passes, previous, state.held, state.finished,
+                       state.opted_out)
 
 
 def hold(state: NumberState | None, held: Held) -> NumberState:
@@ -200,14 +213,15 @@ def hold(state: NumberState | None, held: Held) -> NumberState:
         return NumberState(held=(held,))
     others = tuple(h for h in state.held if h.decision_id != held.decision_id)
     return NumberState(state.last, state.recent_passes, state.previous, (*others, held),
-                       state.finished)
+                       state.finished, state.opted_out)
 
 
 def unhold(state: NumberState, decision_id: str) -> NumberState:
     """State once the held message `decision_id` is done with, for good."""
     held = tuple(h for h in state.held if h.decision_id != decision_id)
     finished = (*state.finished, decision_id)[-RECENT_FINISHED:]
-    return NumberState(state.last, state.recent_passes, state.previous, held, finished)
+    return NumberState(state.last, state.recent_passes, state.previous, held, finished,
+                       state.opted_out)
 
 
 def finish(state: NumberState | None, decision_id: str) -> NumberState:
@@ -236,8 +250,9 @@ def record_send(state: NumberState | None, send: LastSend) -> NumberState:
     if state.last is not None and state.last.ref == send.ref and send.ref:
         # Our own reservation confirmed by its send: what it replaced stays releasable.
         return NumberState(send, state.recent_passes, state.previous, state.held,
-                           state.finished)
-    return NumberState(send, state.recent_passes, state.last, state.held, state.finished)
+                           state.finished, state.opted_out)
+    return NumberState(send, state.recent_passes, state.last, state.held, state.finished,
+                       state.opted_out)
 
 
 def release(state: NumberState | None, decision_id: str) -> NumberState | None:
@@ -246,4 +261,25 @@ def release(state: NumberState | None, decision_id: str) -> NumberState | None:
     released; one that later SMS replaced no longer decides anything."""
     if state is None or state.last is None or state.last.ref != decision_id:
         return state
-    return NumberState(state.previous, state.recent_passes, None, state.held, state.finished)
+    return NumberState(state.previous, state.recent_passes, None, state.held, state.finished,
+                       state.opted_out)
+
+
+def opted_out_after(current: OptedOut | None, opting_out: bool, at_ms: int,
+                    channel: str) -> OptedOut | None:
+    """Whether a number is opted out after a record of it on sms.optouts: an opt-out
+    counts from the first time; an opt-in undoes an opt-out dated no later than it (a
+    record that comes late does not undo a newer one)."""
+    if opting_out:
+        return current or OptedOut(at_ms, channel)
+    if current is not None and at_ms < current.at_ms:
+        return current
+    return None
+
+
+def opt_out(state: NumberState | None, mark: OptedOut | None) -> NumberState | None:
+    """State with the number opted out since `mark`, or back in (None)."""
+    if state is None:
+        return None if mark is None else NumberState(opted_out=mark)
+    return NumberState(state.last, state.recent_passes, state.previous, state.held,
+                       state.finished, mark)

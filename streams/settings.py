@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from streams.clock import Clock
+from streams.optouts import DEFAULT_STOP_KEYWORDS, parse_keywords
 
 DEFAULT_PARTITIONS = 4
 
@@ -118,6 +119,13 @@ class Settings:
     # After a timeout or a crash mid-request the SMS may have gone out: give up (and
     # dead-letter it) rather than risk a second SMS, unless told to retry.
     connector_retry_ambiguous: bool = False
+    # The connector's incoming-SMS webhook (`connectors.replies`): served when a port is
+    # given (0: a free one), on loopback unless told otherwise; the replies that opt a
+    # number out; the secret GatewayAPI signs its requests with, if it is given one.
+    reply_port: int | None = None
+    reply_host: str = "127.0.0.1"
+    stop_keywords: tuple[str, ...] = DEFAULT_STOP_KEYWORDS
+    reply_secret: bytes = field(default=b"", repr=False)
     # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
@@ -138,6 +146,9 @@ class Settings:
         release_tick_ms = _int(env, "SMSCOOL_RELEASE_TICK_MS", 200)
         if not 10 <= release_tick_ms <= 60_000:
             raise ValueError("SMSCOOL_RELEASE_TICK_MS must be between 10 and 60000")
+        reply_port = env.get("SMSCOOL_REPLY_PORT", "").strip()
+        if reply_port and not (reply_port.isdigit() and int(reply_port) <= 65535):
+            raise ValueError(f"SMSCOOL_REPLY_PORT must be a port number, got {reply_port!r}")
         progress_tick_ms = _int(env, "SMSCOOL_PROGRESS_TICK_MS", 100)
         if not 10 <= progress_tick_ms <= 60_000:
             raise ValueError("SMSCOOL_PROGRESS_TICK_MS must be between 10 and 60000")
@@ -169,6 +180,10 @@ class Settings:
             connector_timeout_s=_float(env, "SMSCOOL_CONNECTOR_TIMEOUT_S", 10.0),
             connector_retry_ambiguous=env.get("SMSCOOL_CONNECTOR_RETRY_AMBIGUOUS", "false")
             .lower() in ("1", "true", "yes"),
+            reply_port=int(reply_port) if reply_port else None,
+            reply_host=env.get("SMSCOOL_REPLY_HOST", "").strip() or "127.0.0.1",
+            stop_keywords=parse_keywords(env.get("SMSCOOL_STOP_KEYWORDS", "")),
+            reply_secret=env.get("SMSCOOL_REPLY_SECRET", "").encode(),
             # Without a configured key, hashes are still unlinkable to numbers but only
             # comparable within one process.
             log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(16),

@@ -10,7 +10,8 @@ a flags byte, then the sends (time as 8 bytes, origin and reference as short str
 a decision id as its 16 raw bytes) and the passes (16 bytes each; the newest one is
 left out when it is the latest send's reference, as it mostly is). A number with held
 messages has them after the passes (with the ids of its finished ones), flagged, so a
-number without any costs nothing more. The changelog may still hold the first form,
+number without any costs nothing more; so does a number's opt-out (its time and
+channel), last. The changelog may still hold the first form,
 JSON, which starts with `{`: it is read as well.
 """
 
@@ -21,16 +22,17 @@ import re
 import struct
 
 from streams.outcomes import DEFERRED_COOLDOWN, HELD_WINDOW
-from streams.rule import Held, LastSend, NumberState
+from streams.rule import Held, LastSend, NumberState, OptedOut
 
 _VERSION = 1
 _HAS_LAST, _HAS_PREVIOUS, _NEWEST_PASS_IS_LAST, _HAS_HELD, _HAS_FINISHED = 1, 2, 4, 8, 16
+_HAS_OPTED_OUT = 32
 _DECISION_ID = re.compile(r"[0-9a-f]{32}")
 _TIME = struct.Struct(">q")
 # A held message's numbers: trigger, release and deadline times, cooldown, source
 # offset, priority, source partition, and a flags byte (its reason and terms).
 _HELD_NUMBERS = struct.Struct(">qqqqqiiB")
-_DEFERRED, _DEFER_ON_COOLDOWN, _HOLD_OUTSIDE_WINDOW = 1, 2, 4
+_DEFERRED, _DEFER_ON_COOLDOWN, _HOLD_OUTSIDE_WINDOW, _TRANSACTIONAL = 1, 2, 4, 8
 _LENGTH = struct.Struct(">H")
 
 
@@ -85,6 +87,10 @@ def encode_state(state: NumberState) -> bytes:
         out.append(len(state.held))
         for held in state.held:
             _put_held(out, held)
+    if state.opted_out is not None:
+        out[1] |= _HAS_OPTED_OUT
+        out += _TIME.pack(state.opted_out.at_ms)
+        _put_text(out, state.opted_out.channel)
     return bytes(out)
 
 
@@ -99,7 +105,8 @@ def _put_long_text(out: bytearray, text: str) -> None:
 def _put_held(out: bytearray, held: Held) -> None:
     flags = ((_DEFERRED if held.reason == DEFERRED_COOLDOWN else 0)
              | (_DEFER_ON_COOLDOWN if held.defer_on_cooldown else 0)
-             | (_HOLD_OUTSIDE_WINDOW if held.hold_outside_window else 0))
+             | (_HOLD_OUTSIDE_WINDOW if held.hold_outside_window else 0)
+             | (_TRANSACTIONAL if held.transactional else 0))
     out += _HELD_NUMBERS.pack(held.trigger_at_ms, held.release_at_ms, held.deadline_ms,
                               held.cooldown_ms, held.source_offset, held.priority,
                               held.source_partition, flags)
@@ -135,12 +142,16 @@ def decode_state(data: bytes | None) -> NumberState | None:
             for _ in range(count):
                 one, at = _held_at(data, at)
                 held.append(one)
+        opted_out = None
+        if flags & _HAS_OPTED_OUT:
+            (since,) = _TIME.unpack_from(data, at)
+            opted_out = OptedOut(since, _text(data, at + 9, data[at + 8]))
     except (IndexError, struct.error, UnicodeDecodeError):
         raise ValueError("state value cut short") from None
     if flags & _NEWEST_PASS_IS_LAST and last is not None:
         passes.append(last.ref)
     return NumberState(last=last, recent_passes=tuple(passes), previous=previous,
-                       held=tuple(held), finished=tuple(finished))
+                       held=tuple(held), finished=tuple(finished), opted_out=opted_out)
 
 
 # Each reader takes the value at `at` and returns it with the offset after it; a value
@@ -185,6 +196,7 @@ def _held_at(data: bytes, at: int) -> tuple[Held, int]:
         hold_outside_window=bool(flags & _HOLD_OUTSIDE_WINDOW),
         window=window, timezone=timezone, source_topic=source_topic,
         source_partition=partition, source_offset=offset,
+        transactional=bool(flags & _TRANSACTIONAL),
     ), at
 
 

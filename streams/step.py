@@ -8,6 +8,10 @@ Held messages: a trigger that may not go out now is held in the number's state (
 rule says until when); the agent's release timer steps a `due` event for the number
 when one comes due, and the rule is applied again at that moment. Of the messages due
 together at most one goes out; an operator's cancel ends those of one automation.
+
+Opt-outs: a number that opted out gets `opted_out` for every trigger of an automation
+not marked transactional, before the rule is asked; its opt-out ends such messages
+held for it, and any that come due while it is opted out.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from streams.outcomes import (
     EXPIRED,
     HELD_WINDOW,
     HOLD_OUTCOMES,
+    OPTED_OUT,
     OUTSIDE_WINDOW,
     PASSED,
     RELEASED,
@@ -31,6 +36,7 @@ from streams.outcomes import (
 from streams.records import (
     CANCEL_EVENT,
     DUE_EVENT,
+    OPT_OUT_EVENT,
     RELEASE_EVENT,
     TRIGGER_EVENT,
     DecisionRecord,
@@ -43,11 +49,14 @@ from streams.rule import (
     Held,
     LastSend,
     NumberState,
+    OptedOut,
     decide,
     finish,
     held_by_id,
     hold,
     judge,
+    opt_out,
+    opted_out_after,
     record_send,
     release,
     reserve,
@@ -88,6 +97,7 @@ def terms_of(event: NumberEvent) -> AutomationTerms:
             defer_on_cooldown=event.defer_on_cooldown,
             max_hold_ms=event.max_hold_ms,
             priority=event.priority,
+            transactional=event.transactional,
         )
     except ValueError as exc:
         raise InvalidEvent(str(exc)) from None
@@ -101,6 +111,7 @@ def _terms_of_held(held: Held) -> AutomationTerms:
         hold_outside_window=held.hold_outside_window,
         defer_on_cooldown=held.defer_on_cooldown,
         max_hold_ms=held.deadline_ms - held.trigger_at_ms, priority=held.priority,
+        transactional=held.transactional,
     )
 
 
@@ -123,6 +134,8 @@ def step(state: NumberState | None,
         return _decide(state, event)
     if event.kind == CANCEL_EVENT:
         return _cancel(state, event)
+    if event.kind == OPT_OUT_EVENT:
+        return _opt_out(state, event)
     if event.kind == RELEASE_EVENT:
         if not event.decision_id:
             raise InvalidEvent("a release without decision_id")
@@ -143,6 +156,11 @@ def _decide(state: NumberState | None,
                                         held.release_at_ms, None)]
     if state is not None and decision_id in state.finished:
         return state, []  # a replay of a held message that is done with: nothing new
+    if state is not None and state.opted_out is not None and not terms.transactional \
+            and decision_id not in state.recent_passes:
+        # A pass replayed after the opt-out passed before it: decided as then.
+        return state, [_record(event, OPTED_OUT, Decision(decision_id, OPTED_OUT, event.at_ms),
+                               detail=_opted_out_detail(state.opted_out))]
     decision, new_state = decide(decision_id, terms, state, event.at_ms)
     if decision.outcome in HOLD_OUTCOMES and state is not None \
             and len(state.held) >= MAX_HELD_PER_NUMBER:
@@ -165,7 +183,7 @@ def _decide(state: NumberState | None,
             hold_outside_window=terms.hold_outside_window,
             window=event.window, timezone=event.timezone,
             source_topic=event.source_topic, source_partition=event.source_partition,
-            source_offset=event.source_offset)
+            source_offset=event.source_offset, transactional=terms.transactional)
         return hold(state, held), [record]
     if decision.outcome != PASSED:
         return new_state, [record]
@@ -207,6 +225,12 @@ def _release_together(state: NumberState, due: list[Held], at: int,
     records: list[Output] = []
     went_out: Held | None = None
     for held in due:
+        if state.opted_out is not None and not held.transactional:
+            # Only a hold older than the opt-out, which ended those it found.
+            state = unhold(state, held.decision_id)
+            records.append(_held_record(held, e164, OPTED_OUT, at, None, None,
+                                        _opted_out_detail(state.opted_out)))
+            continue
         if went_out is not None:
             records.append(_held_record(held, e164, COLLAPSED, at, None, None, (
                 f"another message held for the number went out at the same release "
@@ -247,6 +271,31 @@ def _cancel(state: NumberState | None,
             state = unhold(state, held.decision_id)
             records.append(_held_record(held, event.e164, outcome, event.at_ms, None, None))
     return state, records
+
+
+def _opt_out(state: NumberState | None,
+             event: NumberEvent) -> tuple[NumberState | None, list[Output]]:
+    """The number opting out (`event.enabled`) or back in (`opted_out_after`). An
+    opt-out ends the messages held for it that are not transactional."""
+    current = state.opted_out if state is not None else None
+    mark = opted_out_after(current, event.enabled, event.at_ms, event.origin or "unknown")
+    if mark == current:
+        return state, []
+    state = opt_out(state, mark)
+    if mark is None or state is None:
+        return state, []
+    records: list[Output] = []
+    for held in state.held:
+        if not held.transactional:
+            state = unhold(state, held.decision_id)
+            records.append(_held_record(held, event.e164, OPTED_OUT, event.at_ms, None, None,
+                                        _opted_out_detail(state.opted_out)))
+    return state, records
+
+
+def _opted_out_detail(mark: OptedOut | None) -> str:
+    assert mark is not None
+    return f"the number opted out of SMS at {mark.at_ms} (by {mark.channel})"
 
 
 def _record(event: NumberEvent, outcome: str, decision: Decision,

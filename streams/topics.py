@@ -11,6 +11,7 @@
 | sms.delivery | E.164 | sms_cooldown.DeliveryOutcome | settings.partitions |
 | sms.deadletter | the source key | sms_cooldown.DeadLetter | 1 |
 | sms.held | decision id | sms_cooldown.Held (tombstone: done) | settings.partitions, compacted |
+| sms.optouts | E.164 or any | sms_cooldown.OptOut (Avro or JSON) | settings.partitions, compacted |
 
 The table `last_sent` (key: E.164, value: the number's state, see `streams.state`; and
 the release index of held messages, see `streams.held`) is changelogged to
@@ -33,6 +34,7 @@ DECISIONS = "sms.decisions"
 DELIVERY = "sms.delivery"
 DEADLETTER = "sms.deadletter"
 HELD = "sms.held"
+OPTOUTS = "sms.optouts"
 
 LAST_SENT_TABLE = "last_sent"
 
@@ -48,6 +50,7 @@ CODECS: dict[str, codecs.AvroCodec] = {
     DELIVERY: codecs.DELIVERY_OUTCOME,
     DEADLETTER: codecs.DEAD_LETTER,
     HELD: codecs.HELD,
+    OPTOUTS: codecs.OPT_OUT,
 }
 
 
@@ -77,4 +80,5 @@ def topic_specs(app_id: str, partitions: int) -> list[TopicSpec]:
         TopicSpec(DELIVERY, partitions),
         TopicSpec(DEADLETTER, 1),
         TopicSpec(HELD, partitions, compacted=True),
+        TopicSpec(OPTOUTS, partitions, compacted=True),
     ]

@@ -132,7 +132,7 @@ def test_to_record():
         "timezone": "Europe/Copenhagen", "window": "mon-fri 09:00-20:00", "enabled": False,
         "cooldown_enabled": True, "cooldown_ms": 24 * HOUR, "failed_sends_count": False,
         "updated_at_ms": T0, "outside_window": "hold", "on_cooldown": "drop",
-        "max_hold_ms": 7 * 24 * HOUR, "priority": 0,
+        "max_hold_ms": 7 * 24 * HOUR, "priority": 0, "transactional": False,
     }
 
 

@@ -19,7 +19,7 @@ FULL = {
         "message": "Hi {name}", "sender": "ACME", "cooldown_enabled": True,
         "cooldown_ms": 86_400_000, "failed_sends_count": True, "updated_at_ms": T0,
         "outside_window": "drop", "on_cooldown": "defer", "max_hold_ms": 6 * 3_600_000,
-        "priority": 5,
+        "priority": 5, "transactional": True,
     },
     "sms_cooldown.Trigger": {
         "event_id": "evt-1", "automation_id": "welcome", "event_type": "signup",
@@ -37,7 +37,7 @@ FULL = {
         "text": "Hi Bo", "sender": "ACME", "origin": "crm", "ref": "m-1",
         "source_topic": "sms.sent", "source_partition": 3, "source_offset": 42,
         "hold_outside_window": False, "defer_on_cooldown": True, "max_hold_ms": 60_000,
-        "priority": -2,
+        "priority": -2, "transactional": True,
     },
     "sms_cooldown.NumberEventBundle": {"events": [{
         "kind": "trigger", "e164": PHONE, "at_ms": T0, "event_id": "evt-1",
@@ -46,7 +46,7 @@ FULL = {
         "timezone": "UTC", "text": "Hi Bo", "sender": "ACME", "origin": None, "ref": None,
         "source_topic": "sms.triggers", "source_partition": 0, "source_offset": 1,
         "hold_outside_window": True, "defer_on_cooldown": False, "max_hold_ms": 1,
-        "priority": 0,
+        "priority": 0, "transactional": False,
     }]},
     "sms_cooldown.SendRequest": {
         "decision_id": "d-1", "event_id": "evt-1", "automation_id": "welcome", "e164": PHONE,
@@ -74,6 +74,10 @@ FULL = {
         "e164": PHONE, "outcome": "failed", "ambiguous": True, "attempts": 3,
         "gateway": "gatewayapi", "message_id": "421", "status": 400,
         "detail": '{"code": "0x0216"}', "at_ms": T0,
+    },
+    "sms_cooldown.OptOut": {
+        "phone": "20123456", "country": "DK", "opted_out": True, "at_ms": T0,
+        "channel": "sms_reply", "scope": "newsletter",
     },
 }
 
@@ -217,7 +221,18 @@ def test_an_automation_written_before_holds_existed_reads_with_their_defaults():
     fastavro.schemaless_writer(out, writer, before)
     assert codecs.AUTOMATION.decode(out.getvalue()) == {
         **before, "outside_window": "hold", "on_cooldown": "drop",
-        "max_hold_ms": 7 * 86_400_000, "priority": 0}
+        "max_hold_ms": 7 * 86_400_000, "priority": 0, "transactional": False}
+
+
+def test_an_automation_written_before_opt_outs_existed_reads_as_not_transactional():
+    import io
+
+    import fastavro
+    writer = codecs.schema("sms_cooldown.Automation", "earlier/sms_cooldown.Automation.2.avsc")
+    before = {k: v for k, v in FULL["sms_cooldown.Automation"].items() if k != "transactional"}
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, writer, before)
+    assert codecs.AUTOMATION.decode(out.getvalue()) == {**before, "transactional": False}
 
 
 @pytest.mark.parametrize("name", sorted(FULL))

@@ -361,8 +361,8 @@ def test_cooldown_needs_a_positive_interval():
 
 def test_decision_outcomes():
     assert set(RULE_OUTCOMES) == {
-        PASSED, SUPPRESSED_COOLDOWN, OUTSIDE_WINDOW, AUTOMATION_DISABLED, "held_window",
-        "deferred_cooldown", "released", "expired", "collapsed", "cancelled"}
+        PASSED, SUPPRESSED_COOLDOWN, OUTSIDE_WINDOW, AUTOMATION_DISABLED, "opted_out",
+        "held_window", "deferred_cooldown", "released", "expired", "collapsed", "cancelled"}
     with pytest.raises(ValueError, match="unknown outcome"):
         Decision("d1", "maybe", T0)
 
