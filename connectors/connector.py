@@ -49,15 +49,20 @@ from streams import codecs, topics
 from streams.kafka import iter_records, librdkafka_log, position, produce_all
 from streams.kafka import producer as kafka_producer
 from streams.optouts import opt_out_record
-from streams.outcomes import OPT_OUT_BY_SMS_REPLY
+from streams.outcomes import (
+    DELIVERY_ACCEPTED,
+    DELIVERY_FAILED,
+    DELIVERY_GIVEN_UP,
+    OPT_OUT_BY_SMS_REPLY,
+)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Final outcomes of a send request (sms.delivery `outcome`).
-DELIVERED = "accepted"
-FAILED = "failed"        # refused for good: a bad number, a bad sender
-GIVEN_UP = "given_up"    # no answer, or only temporary errors, until the attempts ran out
+DELIVERED = DELIVERY_ACCEPTED
+FAILED = DELIVERY_FAILED
+GIVEN_UP = DELIVERY_GIVEN_UP
 
 # Requests reach the gateway some milliseconds after they leave — up to a hundred or
 # two on a loaded machine, more for the first ones on new connections — and no second

@@ -35,6 +35,7 @@ from streams.records import (
     DeadLetter,
     DecisionRecord,
     NumberEvent,
+    SendRequest,
     Source,
 )
 from streams.rule import NumberState
@@ -275,8 +276,10 @@ def _send_records(send: Any, key: bytes, records: list[Any]) -> None:
     for record in records:
         if isinstance(record, DecisionRecord):
             send(topics.DECISIONS, key, codecs.DECISION.encode(record.to_dict()))
-        else:
+        elif isinstance(record, SendRequest):
             send(topics.OUTBOX, key, codecs.SEND_REQUEST.encode(record.to_dict()))
+        else:
+            send(topics.OPTOUTS, key, codecs.OPT_OUT.encode(record.to_dict()))
 
 
 def _dead_letter_event(pipeline: Pipeline, event: NumberEvent, detail: str) -> None:

@@ -53,7 +53,8 @@ class Ingest:
     def __init__(self, settings: Settings, catalog: Catalog, outputs: Any) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.limits = Limits(settings.max_clock_skew_ms, settings.max_trigger_age_ms)
+        self.limits = Limits(settings.max_clock_skew_ms, settings.max_trigger_age_ms,
+                             settings.opt_out_after_failures)
         self.send = outputs.send
         self.records_read = 0
         self.bundles_written = 0

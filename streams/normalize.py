@@ -23,6 +23,8 @@ from streams.automations import (
 )
 from streams.numbers import InvalidNumber, to_e164
 from streams.outcomes import (
+    DELIVERY_ACCEPTED,
+    DELIVERY_FAILED,
     FUTURE_SEND,
     FUTURE_TRIGGER,
     INVALID_NUMBER,
@@ -34,6 +36,7 @@ from streams.outcomes import (
     UNKNOWN_AUTOMATION,
 )
 from streams.records import (
+    FAILED_EVENT,
     OPT_OUT_EVENT,
     RELEASE_EVENT,
     SENT_EVENT,
@@ -74,13 +77,15 @@ class Output:
 class Limits:
     max_clock_skew_ms: int
     max_trigger_age_ms: int
+    # Sends refused for good in a row that opt a number out (0: never).
+    opt_out_after_failures: int = 0
 
 
 def route(source: Source, catalog: Catalog, limits: Limits) -> list[Output]:
     if source.topic == topics.SENT:
         return _route_sent(source, limits)
     if source.topic == topics.DELIVERY:
-        return _route_delivery(source, catalog)
+        return _route_delivery(source, catalog, limits)
     if source.topic == topics.OPTOUTS:
         return _route_opt_out(source)
     return _route_trigger(source, catalog, limits)
@@ -186,23 +191,31 @@ def _number_event(source: Source, kind: str, e164: str, at_ms: int,
         source_partition=source.partition, source_offset=source.offset, **fields))
 
 
-def _route_delivery(source: Source, catalog: Catalog) -> list[Output]:
+def _route_delivery(source: Source, catalog: Catalog, limits: Limits) -> list[Output]:
     """A send the gateway finally refused releases its reservation, unless its
-    automation says refused sends still count. Accepted sends come back on sms.sent."""
+    automation says refused sends still count; one refused for good (`failed`) also
+    counts towards opting the number out, when the deployment does that. Accepted
+    sends come back on sms.sent."""
     now = source.timestamp_ms
     try:
         outcome = codecs.DELIVERY_OUTCOME.decode(source.value)
     except codecs.CodecError as exc:
         return [dead_letter(source, now, exc.reason, exc.detail)]
     # An ambiguous attempt may have reached the phone: the reservation stays.
-    if outcome["outcome"] == "accepted" or outcome["ambiguous"]:
+    if outcome["outcome"] == DELIVERY_ACCEPTED or outcome["ambiguous"]:
         return []
+    events = []
     automation = catalog.get(outcome["automation_id"])
-    if automation is not None and automation.failed_sends_count:
-        return []
-    return [_number_event(source, RELEASE_EVENT, outcome["e164"], outcome["at_ms"],
-                          decision_id=outcome["decision_id"],
-                          automation_id=outcome["automation_id"])]
+    if automation is None or not automation.failed_sends_count:
+        events.append(_number_event(source, RELEASE_EVENT, outcome["e164"], outcome["at_ms"],
+                                    decision_id=outcome["decision_id"],
+                                    automation_id=outcome["automation_id"]))
+    if outcome["outcome"] == DELIVERY_FAILED and limits.opt_out_after_failures > 0:
+        events.append(_number_event(source, FAILED_EVENT, outcome["e164"], outcome["at_ms"],
+                                    decision_id=outcome["decision_id"],
+                                    automation_id=outcome["automation_id"],
+                                    failures_to_opt_out=limits.opt_out_after_failures))
+    return events
 
 
 def _route_sent(source: Source, limits: Limits) -> list[Output]:

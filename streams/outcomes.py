@@ -53,6 +53,13 @@ FUTURE_SEND = "future_send"
 GATEWAY_REJECTED = "gateway_rejected"
 GATEWAY_GAVE_UP = "gateway_gave_up"
 
+# What became of a send request at the gateway (sms.delivery `outcome`, written by the
+# connector): accepted, refused for good (a bad number, a bad sender), or given up
+# after no answer or only temporary errors until the attempts ran out.
+DELIVERY_ACCEPTED = "accepted"
+DELIVERY_FAILED = "failed"
+DELIVERY_GIVEN_UP = "given_up"
+
 # How a number came to opt out (sms.optouts `channel`); other systems name their own.
 OPT_OUT_BY_CLI = "cli"
 OPT_OUT_BY_SMS_REPLY = "sms_reply"

@@ -26,6 +26,9 @@ PROGRESS_EVENT = "progress"
 # A number opting out (`enabled` true) or back in (false), from sms.optouts; `origin`
 # is the channel, `ref` the scope.
 OPT_OUT_EVENT = "optout"
+# A send of ours the gateway refused for good (sms.delivery `failed`): after
+# `failures_to_opt_out` in a row the number is opted out.
+FAILED_EVENT = "failed"
 # Made by the cooldown agent's release timer, never written to Kafka: the number's held
 # messages that are due at `at_ms`.
 DUE_EVENT = "due"
@@ -77,10 +80,12 @@ class NumberEvent(_Record):
     trigger for one automation (with the automation's terms and the rendered text), a
     send from any origin, or the release of a reservation whose SMS was refused. Also
     an operator's cancel (for every number of a partition: `e164` is empty) and, inside
-    the agent only, a number's held messages coming due; and a number opting out of
-    SMS or back in."""
+    the agent only, a number's held messages coming due; a number opting out of SMS or
+    back in; and a send of ours refused for good."""
 
-    kind: str  # TRIGGER_EVENT, SENT_EVENT, RELEASE_EVENT, CANCEL_EVENT, OPT_OUT_EVENT or DUE_EVENT
+    # TRIGGER_EVENT, SENT_EVENT, RELEASE_EVENT, CANCEL_EVENT, OPT_OUT_EVENT, FAILED_EVENT
+    # or DUE_EVENT
+    kind: str
     e164: str
     at_ms: int  # trigger: when it reached Kafka (the decision clock); sent: when it went out
     source_topic: str
@@ -103,6 +108,7 @@ class NumberEvent(_Record):
     max_hold_ms: int = 0
     priority: int = 0
     transactional: bool = False
+    failures_to_opt_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,9 @@ class NumberState:
     # collapsed, cancelled), so that a replayed trigger is not held a second time.
     finished: tuple[str, ...] = ()
     opted_out: OptedOut | None = None
+    # Decision ids of the number's latest sends, in a row, that the gateway refused for
+    # good (an accepted send of ours clears them); enough of them opt it out.
+    failed_in_a_row: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def reserve(state: NumberState | None, terms: AutomationTerms, decision_id: str,
     if state is None:
         return NumberState(reservation, passes, previous)
     return NumberState(reservation, passes, previous, state.held, state.finished,
-                       state.opted_out)
+                       state.opted_out, state.failed_in_a_row)
 
 
 def hold(state: NumberState | None, held: Held) -> NumberState:
@@ -213,7 +216,7 @@ def hold(state: NumberState | None, held: Held) -> NumberState:
         return NumberState(held=(held,))
     others = tuple(h for h in state.held if h.decision_id != held.decision_id)
     return NumberState(state.last, state.recent_passes, state.previous, (*others, held),
-                       state.finished, state.opted_out)
+                       state.finished, state.opted_out, state.failed_in_a_row)
 
 
 def unhold(state: NumberState, decision_id: str) -> NumberState:
@@ -221,7 +224,7 @@ def unhold(state: NumberState, decision_id: str) -> NumberState:
     held = tuple(h for h in state.held if h.decision_id != decision_id)
     finished = (*state.finished, decision_id)[-RECENT_FINISHED:]
     return NumberState(state.last, state.recent_passes, state.previous, held, finished,
-                       state.opted_out)
+                       state.opted_out, state.failed_in_a_row)
 
 
 def finish(state: NumberState | None, decision_id: str) -> NumberState:
@@ -250,9 +253,9 @@ def record_send(state: NumberState | None, send: LastSend) -> NumberState:
     if state.last is not None and state.last.ref == send.ref and send.ref:
         # Our own reservation confirmed by its send: what it replaced stays releasable.
         return NumberState(send, state.recent_passes, state.previous, state.held,
-                           state.finished, state.opted_out)
+                           state.finished, state.opted_out, state.failed_in_a_row)
     return NumberState(send, state.recent_passes, state.last, state.held, state.finished,
-                       state.opted_out)
+                       state.opted_out, state.failed_in_a_row)
 
 
 def release(state: NumberState | None, decision_id: str) -> NumberState | None:
@@ -262,7 +265,7 @@ def release(state: NumberState | None, decision_id: str) -> NumberState | None:
     if state is None or state.last is None or state.last.ref != decision_id:
         return state
     return NumberState(state.previous, state.recent_passes, None, state.held, state.finished,
-                       state.opted_out)
+                       state.opted_out, state.failed_in_a_row)
 
 
 def opted_out_after(current: OptedOut | None, opting_out: bool, at_ms: int,
@@ -277,9 +280,26 @@ def opted_out_after(current: OptedOut | None, opting_out: bool, at_ms: int,
     return None
 
 
+def note_failure(state: NumberState | None, decision_id: str, keep: int) -> NumberState:
+    """State with one more of its sends refused for good (the latest `keep` kept; the
+    same one twice counts once)."""
+    if state is None:
+        return NumberState(failed_in_a_row=(decision_id,))
+    if decision_id in state.failed_in_a_row:
+        return state
+    failed = (*state.failed_in_a_row, decision_id)[-keep:]
+    return NumberState(state.last, state.recent_passes, state.previous, state.held,
+                       state.finished, state.opted_out, failed)
+
+
+def clear_failures(state: NumberState) -> NumberState:
+    return NumberState(state.last, state.recent_passes, state.previous, state.held,
+                       state.finished, state.opted_out)
+
+
 def opt_out(state: NumberState | None, mark: OptedOut | None) -> NumberState | None:
     """State with the number opted out since `mark`, or back in (None)."""
     if state is None:
         return None if mark is None else NumberState(opted_out=mark)
     return NumberState(state.last, state.recent_passes, state.previous, state.held,
-                       state.finished, mark)
+                       state.finished, mark, state.failed_in_a_row)

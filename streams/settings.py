@@ -17,6 +17,8 @@ from streams.clock import Clock
 from streams.optouts import DEFAULT_STOP_KEYWORDS, parse_keywords
 
 DEFAULT_PARTITIONS = 4
+# The failures in a row a number's state keeps count of, at most.
+MAX_FAILURES_TO_OPT_OUT = 20
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -126,6 +128,10 @@ class Settings:
     reply_host: str = "127.0.0.1"
     stop_keywords: tuple[str, ...] = DEFAULT_STOP_KEYWORDS
     reply_secret: bytes = field(default=b"", repr=False)
+    # A number whose sends the gateway refused for good this many times in a row is
+    # opted out (channel auto_failed_deliveries); 0, the default, never does that: a
+    # misconfigured sender makes every send fail, and would opt out every number.
+    opt_out_after_failures: int = 0
     # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
@@ -149,6 +155,10 @@ class Settings:
         reply_port = env.get("SMSCOOL_REPLY_PORT", "").strip()
         if reply_port and not (reply_port.isdigit() and int(reply_port) <= 65535):
             raise ValueError(f"SMSCOOL_REPLY_PORT must be a port number, got {reply_port!r}")
+        opt_out_after_failures = _int(env, "SMSCOOL_OPT_OUT_AFTER_FAILURES", 0)
+        if not 0 <= opt_out_after_failures <= MAX_FAILURES_TO_OPT_OUT:
+            raise ValueError("SMSCOOL_OPT_OUT_AFTER_FAILURES must be between 0 (never) and "
+                             f"{MAX_FAILURES_TO_OPT_OUT}")
         progress_tick_ms = _int(env, "SMSCOOL_PROGRESS_TICK_MS", 100)
         if not 10 <= progress_tick_ms <= 60_000:
             raise ValueError("SMSCOOL_PROGRESS_TICK_MS must be between 10 and 60000")
@@ -184,6 +194,7 @@ class Settings:
             reply_host=env.get("SMSCOOL_REPLY_HOST", "").strip() or "127.0.0.1",
             stop_keywords=parse_keywords(env.get("SMSCOOL_STOP_KEYWORDS", "")),
             reply_secret=env.get("SMSCOOL_REPLY_SECRET", "").encode(),
+            opt_out_after_failures=opt_out_after_failures,
             # Without a configured key, hashes are still unlinkable to numbers but only
             # comparable within one process.
             log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(16),

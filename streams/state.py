@@ -10,9 +10,9 @@ a flags byte, then the sends (time as 8 bytes, origin and reference as short str
 a decision id as its 16 raw bytes) and the passes (16 bytes each; the newest one is
 left out when it is the latest send's reference, as it mostly is). A number with held
 messages has them after the passes (with the ids of its finished ones), flagged, so a
-number without any costs nothing more; so does a number's opt-out (its time and
-channel), last. The changelog may still hold the first form,
-JSON, which starts with `{`: it is read as well.
+number without any costs nothing more; so do a number's opt-out (its time and
+channel) and its sends refused in a row (their decision ids), last. The changelog may
+still hold the first form, JSON, which starts with `{`: it is read as well.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from streams.rule import Held, LastSend, NumberState, OptedOut
 
 _VERSION = 1
 _HAS_LAST, _HAS_PREVIOUS, _NEWEST_PASS_IS_LAST, _HAS_HELD, _HAS_FINISHED = 1, 2, 4, 8, 16
-_HAS_OPTED_OUT = 32
+_HAS_OPTED_OUT, _HAS_FAILED = 32, 64
 _DECISION_ID = re.compile(r"[0-9a-f]{32}")
 _TIME = struct.Struct(">q")
 # A held message's numbers: trigger, release and deadline times, cooldown, source
@@ -91,6 +91,11 @@ def encode_state(state: NumberState) -> bytes:
         out[1] |= _HAS_OPTED_OUT
         out += _TIME.pack(state.opted_out.at_ms)
         _put_text(out, state.opted_out.channel)
+    if state.failed_in_a_row:
+        out[1] |= _HAS_FAILED
+        out.append(len(state.failed_in_a_row))
+        for decision_id in state.failed_in_a_row:
+            _put_ref(out, decision_id)
     return bytes(out)
 
 
@@ -145,13 +150,19 @@ def decode_state(data: bytes | None) -> NumberState | None:
         opted_out = None
         if flags & _HAS_OPTED_OUT:
             (since,) = _TIME.unpack_from(data, at)
-            opted_out = OptedOut(since, _text(data, at + 9, data[at + 8]))
+            length = data[at + 8]
+            opted_out = OptedOut(since, _text(data, at + 9, length))
+            at += 9 + length
+        failed: list[str] = []
+        if flags & _HAS_FAILED:
+            failed, at = _refs_at(data, at)
     except (IndexError, struct.error, UnicodeDecodeError):
         raise ValueError("state value cut short") from None
     if flags & _NEWEST_PASS_IS_LAST and last is not None:
         passes.append(last.ref)
     return NumberState(last=last, recent_passes=tuple(passes), previous=previous,
-                       held=tuple(held), finished=tuple(finished), opted_out=opted_out)
+                       held=tuple(held), finished=tuple(finished), opted_out=opted_out,
+                       failed_in_a_row=tuple(failed))
 
 
 # Each reader takes the value at `at` and returns it with the offset after it; a value

@@ -11,7 +11,9 @@ together at most one goes out; an operator's cancel ends those of one automation
 
 Opt-outs: a number that opted out gets `opted_out` for every trigger of an automation
 not marked transactional, before the rule is asked; its opt-out ends such messages
-held for it, and any that come due while it is opted out.
+held for it, and any that come due while it is opted out. A number whose sends the
+gateway refused for good so many times in a row is opted out here, and the opt-out
+record that says so is among the outputs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from streams.outcomes import (
     EXPIRED,
     HELD_WINDOW,
     HOLD_OUTCOMES,
+    OPT_OUT_BY_FAILED_DELIVERIES,
     OPTED_OUT,
     OUTSIDE_WINDOW,
     PASSED,
@@ -36,11 +39,13 @@ from streams.outcomes import (
 from streams.records import (
     CANCEL_EVENT,
     DUE_EVENT,
+    FAILED_EVENT,
     OPT_OUT_EVENT,
     RELEASE_EVENT,
     TRIGGER_EVENT,
     DecisionRecord,
     NumberEvent,
+    OptOut,
     SendRequest,
 )
 from streams.rule import (
@@ -50,11 +55,13 @@ from streams.rule import (
     LastSend,
     NumberState,
     OptedOut,
+    clear_failures,
     decide,
     finish,
     held_by_id,
     hold,
     judge,
+    note_failure,
     opt_out,
     opted_out_after,
     record_send,
@@ -64,7 +71,7 @@ from streams.rule import (
 )
 from streams.window import SendingWindow, parse_window
 
-Output = DecisionRecord | SendRequest
+Output = DecisionRecord | SendRequest | OptOut
 
 _TRIGGER_FIELDS = ("event_id", "decision_id", "automation_id", "text", "sender")
 # A number's state is read whole for every event of it: a number that piles up more
@@ -136,12 +143,17 @@ def step(state: NumberState | None,
         return _cancel(state, event)
     if event.kind == OPT_OUT_EVENT:
         return _opt_out(state, event)
+    if event.kind == FAILED_EVENT:
+        return _failed(state, event)
     if event.kind == RELEASE_EVENT:
         if not event.decision_id:
             raise InvalidEvent("a release without decision_id")
         return release(state, event.decision_id), []
-    return record_send(state, LastSend(event.at_ms, event.origin or "unknown",
-                                       event.ref or "")), []
+    state = record_send(state, LastSend(event.at_ms, event.origin or "unknown",
+                                        event.ref or ""))
+    if event.decision_id and state.failed_in_a_row:
+        state = clear_failures(state)  # a send of ours went out: no longer in a row
+    return state, []
 
 
 def _decide(state: NumberState | None,
@@ -291,6 +303,24 @@ def _opt_out(state: NumberState | None,
             records.append(_held_record(held, event.e164, OPTED_OUT, event.at_ms, None, None,
                                         _opted_out_detail(state.opted_out)))
     return state, records
+
+
+def _failed(state: NumberState | None,
+            event: NumberEvent) -> tuple[NumberState | None, list[Output]]:
+    """A send refused for good: the `failures_to_opt_out`-th in a row opts the number
+    out (channel auto_failed_deliveries), and says so on sms.optouts."""
+    if not event.decision_id:
+        raise InvalidEvent("a failed send without decision_id")
+    keep = event.failures_to_opt_out
+    if keep <= 0 or (state is not None and state.opted_out is not None):
+        return state, []
+    state = note_failure(state, event.decision_id, keep)
+    if len(state.failed_in_a_row) < keep:
+        return state, []
+    state, records = _opt_out(clear_failures(state), replace(
+        event, kind=OPT_OUT_EVENT, enabled=True, origin=OPT_OUT_BY_FAILED_DELIVERIES))
+    return state, [OptOut(phone=event.e164, opted_out=True, at_ms=event.at_ms,
+                          channel=OPT_OUT_BY_FAILED_DELIVERIES), *records]
 
 
 def _opted_out_detail(mark: OptedOut | None) -> str:

@@ -11,7 +11,7 @@ import pytest
 from streams import codecs, topics
 from streams.automations import Automation, publish_automation
 from streams.bundles import events_seen
-from streams.kafka import produce_all, producer, read_records
+from streams.kafka import produce_all, producer, read_records, wait_for
 from streams.records import OPT_OUT_EVENT
 from tests.helpers import decisions_by_event, now_ms, trigger
 
@@ -123,3 +123,38 @@ def test_a_stop_reply_through_the_gateway_opts_the_number_out(
         gateway.stop()
     # The connector names the number by its tag only.
     assert "20000003" not in (tmp_path / "connector.log").read_text()
+
+
+def test_a_number_whose_sends_fail_for_good_twice_in_a_row_is_opted_out(
+        bootstrap, start_worker, tmp_path):
+    from smscool.processes import ConnectorProcess, FakeGatewayProcess
+
+    alerts = Automation("alerts", "Alerts", country="DK", event_type="alert",
+                        message="Alert for {name}", sender="Shop")
+    publish_automation(bootstrap, alerts)
+    start_worker(SMSCOOL_OPT_OUT_AFTER_FAILURES="2")
+    # The gateway refuses every send for good.
+    gateway = FakeGatewayProcess(tmp_path / "gateway.log", "test-token", {"p400": 1.0}).start()
+    connector = ConnectorProcess(bootstrap, gateway.url, "test-token", tmp_path / "connector",
+                                 tmp_path / "connector.log").start()
+    number = "+4520000004"
+    try:
+        t = now_ms()
+        send_triggers(bootstrap, trigger("alert-1", number, t, event_type="alert"),
+                      trigger("alert-2", number, t + 1, event_type="alert"))
+
+        def auto_opt_out(records: list) -> bool:
+            value = codecs.OPT_OUT.decode(records[-1].value)
+            return value["channel"] == "auto_failed_deliveries"
+
+        records = wait_for(bootstrap, topics.OPTOUTS, auto_opt_out, 90)
+        assert records[-1].key == number.encode()
+        assert codecs.OPT_OUT.decode(records[-1].value)["opted_out"] is True
+        send_triggers(bootstrap, trigger("alert-3", number, now_ms(), event_type="alert"))
+        by_event = decisions_by_event(bootstrap, 3, 90)
+        assert {e: [d["outcome"] for d in ds] for e, ds in by_event.items()} == {
+            "alert-1": ["passed"], "alert-2": ["passed"], "alert-3": ["opted_out"]}
+        assert "by auto_failed_deliveries" in by_event["alert-3"][0]["detail"]
+    finally:
+        connector.stop()
+        gateway.stop()

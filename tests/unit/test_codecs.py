@@ -37,7 +37,7 @@ FULL = {
         "text": "Hi Bo", "sender": "ACME", "origin": "crm", "ref": "m-1",
         "source_topic": "sms.sent", "source_partition": 3, "source_offset": 42,
         "hold_outside_window": False, "defer_on_cooldown": True, "max_hold_ms": 60_000,
-        "priority": -2, "transactional": True,
+        "priority": -2, "transactional": True, "failures_to_opt_out": 3,
     },
     "sms_cooldown.NumberEventBundle": {"events": [{
         "kind": "trigger", "e164": PHONE, "at_ms": T0, "event_id": "evt-1",
@@ -46,7 +46,7 @@ FULL = {
         "timezone": "UTC", "text": "Hi Bo", "sender": "ACME", "origin": None, "ref": None,
         "source_topic": "sms.triggers", "source_partition": 0, "source_offset": 1,
         "hold_outside_window": True, "defer_on_cooldown": False, "max_hold_ms": 1,
-        "priority": 0, "transactional": False,
+        "priority": 0, "transactional": False, "failures_to_opt_out": 0,
     }]},
     "sms_cooldown.SendRequest": {
         "decision_id": "d-1", "event_id": "evt-1", "automation_id": "welcome", "e164": PHONE,

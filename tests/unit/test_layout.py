@@ -1,8 +1,9 @@
 """The package layout: each floor imports only what is below it.
 
 `streams/` (the pipeline) imports neither `connectors/` nor `smscool/`; `connectors/`
-takes from `streams/` only its codecs, settings, topic names and Kafka helpers, and never
-imports `smscool/`. Imports inside functions count as much as those at the top.
+takes from `streams/` only what the topics' contracts are made of (codecs, topic names,
+outcome names, numbers, opt-out records), settings and Kafka helpers, and never imports
+`smscool/`. Imports inside functions count as much as those at the top.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 # What connectors/ may use of streams/.
 STREAMS_FOR_CONNECTORS = {"streams.codecs", "streams.settings", "streams.topics",
-                          "streams.kafka"}
+                          "streams.kafka", "streams.outcomes", "streams.numbers",
+                          "streams.optouts"}
 
 
 def imported_modules(package: str, root: Path = REPO) -> dict[str, set[str]]:

@@ -81,7 +81,7 @@ def test_trigger_by_event_type():
         "origin": None, "ref": None,
         "source_topic": topics.TRIGGERS, "source_partition": 3, "source_offset": 42,
         "hold_outside_window": True, "defer_on_cooldown": False,
-        "max_hold_ms": 7 * 24 * HOUR, "priority": 0, "transactional": False,
+        "max_hold_ms": 7 * 24 * HOUR, "priority": 0, "transactional": False, "failures_to_opt_out": 0,
     }
 
 
@@ -246,7 +246,7 @@ def sent_event(at_ms=T0 - HOUR, ref="m-1", decision_id=None):
         "text": None, "sender": None, "origin": "crm", "ref": ref,
         "source_topic": topics.SENT, "source_partition": 3, "source_offset": 42,
         "hold_outside_window": True, "defer_on_cooldown": False, "max_hold_ms": 0,
-        "priority": 0, "transactional": False,
+        "priority": 0, "transactional": False, "failures_to_opt_out": 0,
     }
 
 

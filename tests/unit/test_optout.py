@@ -19,7 +19,15 @@ from streams.outcomes import (
     RELEASED,
     SUPPRESSED_COOLDOWN,
 )
-from streams.records import DUE_EVENT, OPT_OUT_EVENT, NumberEvent, SendRequest, Source
+from streams.records import (
+    DUE_EVENT,
+    FAILED_EVENT,
+    OPT_OUT_EVENT,
+    NumberEvent,
+    OptOut,
+    SendRequest,
+    Source,
+)
 from streams.rule import LastSend, NumberState, OptedOut, decision_id_for, opted_out_after
 from streams.state import decode_state, encode_state
 from streams.step import step
@@ -185,3 +193,78 @@ def test_an_overlong_channel_or_scope_is_dead_lettered(field):
               "channel": "crm", "scope": None, field: "x" * 201}
     (bad,) = route_one(codecs.OPT_OUT.encode(record))
     assert bad.topic == topics.DEADLETTER and field in bad.record.detail
+
+
+# --- sends refused for good in a row --------------------------------------------------------
+
+
+def failed(decision_id, at_ms=T0, keep=3):
+    return NumberEvent(FAILED_EVENT, E164, at_ms, "sms.delivery", 0, 5,
+                       decision_id=decision_id, automation_id="welcome",
+                       failures_to_opt_out=keep)
+
+
+def ours_sent(decision_id, at_ms=T0):
+    return NumberEvent("sent", E164, at_ms, "sms.sent", 0, 9, decision_id=decision_id,
+                       origin="welcome", ref=decision_id)
+
+
+def test_the_third_send_refused_in_a_row_opts_the_number_out_and_says_so():
+    state, records = step(None, failed("d1"))
+    state, records = step(state, failed("d2", T0 + 1))
+    assert records == [] and state.opted_out is None
+    state, records = step(state, failed("d3", T0 + 2))
+    assert state.opted_out == OptedOut(T0 + 2, "auto_failed_deliveries")
+    assert records == [OptOut(phone=E164, opted_out=True, at_ms=T0 + 2,
+                              channel="auto_failed_deliveries")]
+    _, records = step(state, trigger(at_ms=T0 + 3))
+    assert outcomes(records) == [OPTED_OUT]
+
+
+def test_an_accepted_send_of_ours_breaks_the_row_and_a_replayed_failure_counts_once():
+    state, _ = step(None, failed("d1"))
+    state, _ = step(state, failed("d1"))  # the same delivery record read again
+    state, _ = step(state, failed("d2"))
+    assert state.failed_in_a_row == ("d1", "d2")
+    state, _ = step(state, NumberEvent("sent", E164, T0, "sms.sent", 0, 9, origin="crm",
+                                       ref="m-1"))  # another system's send proves nothing
+    assert state.failed_in_a_row == ("d1", "d2")
+    state, _ = step(state, ours_sent("d9"))
+    assert state.failed_in_a_row == ()
+    state, _ = step(state, failed("d3"))
+    assert state.opted_out is None and state.failed_in_a_row == ("d3",)
+
+
+def test_without_a_limit_failures_are_not_counted():
+    state, records = step(None, failed("d1", keep=0))
+    assert (state, records) == (None, [])
+
+
+def test_the_state_keeps_the_failures_in_a_row():
+    state, _ = step(OPTED, trigger(transactional=True))
+    state, _ = step(replace(state, opted_out=None), failed("d1"))
+    assert state.failed_in_a_row == ("d1",)
+    assert decode_state(encode_state(state)) == state
+
+
+def delivery(outcome, ambiguous=False):
+    return Source(topics.DELIVERY, 0, 5, T0, None, codecs.DELIVERY_OUTCOME.encode({
+        "decision_id": "d" * 32, "event_id": "evt-1", "automation_id": "welcome",
+        "e164": E164, "outcome": outcome, "ambiguous": ambiguous, "attempts": 1,
+        "gateway": "gatewayapi", "message_id": None, "status": 400, "detail": "",
+        "at_ms": T0}))
+
+
+@pytest.mark.parametrize(("outcome", "ambiguous", "limit", "kinds"), [
+    ("failed", False, 3, ["release", "failed"]),
+    ("failed", False, 0, ["release"]),
+    ("given_up", False, 3, ["release"]),  # not refused: no answer
+    ("failed", True, 3, []),  # may have reached the phone
+    ("accepted", False, 3, []),
+])
+def test_a_refused_send_counts_towards_the_opt_out_only_when_refused_for_good(
+        outcome, ambiguous, limit, kinds):
+    outs = route(delivery(outcome, ambiguous), Catalog(),
+                 Limits(5 * 60_000, 7 * 24 * HOUR, limit))
+    assert [o.record.kind for o in outs] == kinds
+    assert all(o.record.failures_to_opt_out == limit for o in outs if o.record.kind == "failed")
