@@ -81,7 +81,8 @@ def test_trigger_by_event_type():
         "origin": None, "ref": None,
         "source_topic": topics.TRIGGERS, "source_partition": 3, "source_offset": 42,
         "hold_outside_window": True, "defer_on_cooldown": False,
-        "max_hold_ms": 7 * 24 * HOUR, "priority": 0, "transactional": False, "failures_to_opt_out": 0,
+        "max_hold_ms": 7 * 24 * HOUR, "priority": 0, "transactional": False,
+        "failures_to_opt_out": 0,
     }
 
 
