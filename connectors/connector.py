@@ -48,6 +48,7 @@ from connectors.replies import ReplyWebhook
 from streams import codecs, topics
 from streams.kafka import iter_records, librdkafka_log, position, produce_all
 from streams.kafka import producer as kafka_producer
+from streams.numbers import to_e164
 from streams.optouts import opt_out_record
 from streams.outcomes import (
     DELIVERY_ACCEPTED,
@@ -127,6 +128,28 @@ class Ledger:
         else:
             batch.delete(b"p:" + key)
         self._db.write(batch)
+
+    def erase_number(self, e164: str) -> tuple[int, int]:
+        """Drop the number from the entries of its sends: each keeps its decision id and
+        that it is done (a replayed request is still not sent again), not the outcome
+        that names the number. Returns (erased, left): entries whose outcome Kafka has not
+        acknowledged yet keep it until it is reported; erasing again then takes them.
+        Reads the whole ledger."""
+        erased = left = 0
+        for key, raw in self._db.items(from_key=b"d:"):
+            if not isinstance(key, bytes) or not key.startswith(b"d:"):
+                break
+            entry = json.loads(raw)
+            if (entry.get("outcome") or {}).get("e164") != e164:
+                continue
+            if not entry["fed_back"]:
+                left += 1
+                continue
+            self._db.put(key, json.dumps({
+                "state": "done", "attempts": entry["attempts"],
+                "ambiguous": entry["ambiguous"], "fed_back": True, "erased": True}).encode())
+            erased += 1
+        return erased, left
 
     def awaiting_feedback(self) -> dict[str, dict[str, Any]]:
         """Done entries whose outcome may or may not have reached Kafka."""
@@ -439,6 +462,7 @@ class Connector:
             connector=aiohttp.TCPConnector(limit=self.settings.connector_concurrency))
         poller = asyncio.create_task(self._poll_producer())
         reporter = asyncio.create_task(self._report())
+        erasures = asyncio.create_task(self._follow_erasures(kafka_thread))
         replies = None
         if self.settings.reply_port is not None:
             replies = ReplyWebhook(self._write_opt_out, self.settings.stop_keywords,
@@ -476,6 +500,9 @@ class Connector:
                 await replies.stop()
             poller.cancel()
             reporter.cancel()
+            erasures.cancel()
+            # Its consumer closes on the Kafka thread, before that stops.
+            await asyncio.gather(erasures, return_exceptions=True)
             await self._session.close()
             self._producer.flush(10)
             await loop.run_in_executor(kafka_thread, self._close_consumer)
@@ -529,6 +556,43 @@ class Connector:
         except Exception as exc:  # nothing stored yet, or the group is gone
             log.debug("final commit: %s", exc)
         self._consumer.close()
+
+    async def _follow_erasures(self, kafka_thread: ThreadPoolExecutor) -> None:
+        """Erase each number sms.erasures names from the ledger; in a group of its own,
+        committed once done."""
+        loop = asyncio.get_running_loop()
+        consumer = Consumer({**self._consumer_config(),
+                             "group.id": f"{self.group_id}-erasures",
+                             "enable.auto.offset.store": True, "enable.auto.commit": False})
+        consumer.subscribe([topics.ERASURES])
+        try:
+            while True:
+                batch = await loop.run_in_executor(kafka_thread, consumer.consume, 100, 0.2)
+                handled = False
+                for message in batch:
+                    if message.error() is not None:
+                        continue
+                    handled = True
+                    self._erase(message)
+                if handled:
+                    await loop.run_in_executor(
+                        kafka_thread, functools.partial(consumer.commit, asynchronous=False))
+                await asyncio.sleep(0.5)
+        finally:
+            await loop.run_in_executor(kafka_thread, consumer.close)
+
+    def _erase(self, message: Message) -> None:
+        try:
+            request = codecs.ERASURE.decode(message.value())
+            e164 = to_e164(request["phone"], request["country"])
+        except (codecs.CodecError, ValueError) as exc:
+            log.warning("erasure request at %s[%s]@%s not read: %s", message.topic(),
+                        message.partition(), message.offset(), exc)
+            return
+        erased, left = self.ledger.erase_number(e164)
+        log.info("number %s erased from the ledger: %d entries%s",
+                 self.settings.number_tag(e164), erased,
+                 f"; {left} not yet reported keep it (erase again later)" if left else "")
 
     async def _report(self) -> None:
         while True:

@@ -219,7 +219,7 @@ def cmd_held(args: argparse.Namespace) -> int:
 
 
 def cmd_optout(args: argparse.Namespace) -> int:
-    from streams.numbers import InvalidNumber, to_e164
+    from streams.erasure import number_hash
     from streams.optouts import publish_opt_out, read_opt_outs
     from streams.outcomes import OPT_OUT_BY_CLI
 
@@ -227,23 +227,25 @@ def cmd_optout(args: argparse.Namespace) -> int:
     bootstrap = settings.require_bootstrap()
     if args.action == "list":
         opted_out = read_opt_outs(bootstrap)
-        for e164, mark in sorted(opted_out.items()):
+        for number, mark in sorted(opted_out.items()):
             if args.json:
-                print(json.dumps({"number": e164, "since_ms": mark.at_ms,
+                print(json.dumps({"number": number, "since_ms": mark.at_ms,
                                   "channel": mark.channel}))
             else:
-                print(f"{e164:16} since {_when(mark.at_ms)} by {mark.channel}")
+                shown = f"erased ({number[:20]}…)" if number.startswith("hmac") else number
+                print(f"{shown:16} since {_when(mark.at_ms)} by {mark.channel}")
         if not args.json:
             print(f"{len(opted_out)} number(s) opted out")
         return 0
-    try:
-        e164 = to_e164(args.number, args.country)
-    except InvalidNumber as exc:
-        hint = "" if args.country else " (a number without its +country prefix needs --country)"
-        print(f"smscool optout: not a phone number: {exc.reason}{hint}", file=sys.stderr)
+    given = _number_of(args)
+    if given is None:
         return 2
+    e164 = given
     if args.action == "check":
-        found = read_opt_outs(bootstrap).get(e164)
+        opted_out = read_opt_outs(bootstrap)
+        found = opted_out.get(e164)
+        if found is None and settings.number_secret:
+            found = opted_out.get(number_hash(settings.number_secret, e164))  # erased
         if found is None:
             print(f"{e164} is not opted out")
         else:
@@ -261,6 +263,61 @@ def cmd_optout(args: argparse.Namespace) -> int:
     else:
         print(f"{e164} opted back in")
     return 0
+
+
+def _number_of(args: argparse.Namespace) -> str | None:
+    """args.number in E.164, or None once the reason it is not a number is printed."""
+    from streams.numbers import InvalidNumber, to_e164
+
+    try:
+        return to_e164(args.number, args.country)
+    except InvalidNumber as exc:
+        hint = "" if args.country else " (a number without its +country prefix needs --country)"
+        print(f"smscool {args.command}: not a phone number: {exc.reason}{hint}",
+              file=sys.stderr)
+        return None
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from streams.erasure import erasure_record, hashed_opt_out_record
+    from streams.kafka import ensure_topics, produce_all, producer
+    from streams.optouts import keys_naming, read_opt_outs
+    from streams.outcomes import OPT_OUT_BY_CLI
+
+    settings = _settings()
+    bootstrap = settings.require_bootstrap()
+    e164 = _number_of(args)
+    if e164 is None:
+        return 2
+    ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
+    out = producer(bootstrap, **{"message.timeout.ms": 30_000})
+    produce_all(out, topics.ERASURES,
+                [erasure_record(e164, settings.clock.now_ms(), OPT_OUT_BY_CLI)], timeout_s=35)
+    print(f"erasure of {e164} sent: the cooldown table (a tombstone in its changelog), its "
+          f"held messages (tombstones on {topics.HELD}) and the connector's ledger")
+    mark = read_opt_outs(bootstrap).get(e164)
+    keys = keys_naming(bootstrap, e164)
+    if mark is not None and not settings.number_secret:
+        print(f"it is opted out, and SMSCOOL_NUMBER_SECRET is not set: its opt-out stays on "
+              f"{topics.OPTOUTS} and in the table under the number itself, so that it is "
+              f"not texted again (set the secret in every worker and here to keep it as a "
+              f"keyed hash instead)")
+    else:
+        if mark is not None:
+            produce_all(out, topics.OPTOUTS,
+                        [hashed_opt_out_record(settings.number_secret, e164, mark)],
+                        timeout_s=35)
+            print("it is opted out: the opt-out stays, as the number's keyed hash only")
+        produce_all(out, topics.OPTOUTS, [(key, None) for key in sorted(keys)], timeout_s=35)
+        print(f"{len(keys)} key(s) tombstoned on {topics.OPTOUTS}")
+    print(f"Kafka still holds the number on {', '.join(RETAINED)} until their retention "
+          f"deletes it (Kafka's default: 7 days; see the README)")
+    return 0
+
+
+# The topics that keep what was written about a number until their retention ends.
+RETAINED = (topics.TRIGGERS, topics.SENT, topics.BY_NUMBER, topics.OUTBOX,
+            topics.DECISIONS, topics.DELIVERY, topics.DEADLETTER, topics.ERASURES)
 
 
 def _when(ms: int) -> str:
@@ -431,6 +488,13 @@ def parser() -> argparse.ArgumentParser:
     optout_list = optout_actions.add_parser("list", help="every number opted out now")
     optout_list.add_argument("--json", action="store_true")
     o.set_defaults(func=cmd_optout)
+
+    e = sub.add_parser("erase", help="erase a number from every state the project keeps "
+                                     "(an opt-out stays, as a keyed hash)")
+    e.add_argument("number")
+    e.add_argument("--country", help="ISO region (DK) or calling code (+45), for a number "
+                                     "written without its prefix")
+    e.set_defaults(func=cmd_erase)
 
     c = sub.add_parser("connector", help="send sms.outbox through an HTTP SMS gateway")
     c.add_argument("--gateway", choices=["gatewayapi", "webhook"], default=None,

@@ -24,6 +24,7 @@ import faust
 
 from streams import codecs, topics
 from streams.bundles import decode_bundle
+from streams.erasure import decode_mark, encode_mark, opt_out_key
 from streams.faust_patches import StoreAccess
 from streams.held import held_records, index_changes, index_keys, parse_index_key
 from streams.number_states import NumberStates
@@ -31,6 +32,7 @@ from streams.outcomes import INVALID_RECORD
 from streams.records import (
     CANCEL_EVENT,
     DUE_EVENT,
+    ERASE_EVENT,
     PROGRESS_EVENT,
     DeadLetter,
     DecisionRecord,
@@ -173,8 +175,11 @@ def decide_bundle(pipeline: Pipeline, source: Source) -> None:
             states[key] = decode_state(value)
         except ValueError:
             unreadable.add(key)
+    secret = pipeline.settings.number_secret
+    restored = _restore_erased_opt_outs(pipeline, partition, states) if secret else set()
     before = dict(states)
-    changed: dict[bytes, NumberState] = {}
+    changed: dict[bytes, NumberState | None] = {}
+    erased: set[bytes] = set()
     send = outputs.send
     for event in events:
         key = event.e164.encode()
@@ -187,16 +192,49 @@ def decide_bundle(pipeline: Pipeline, source: Source) -> None:
         except InvalidEvent as exc:
             _dead_letter_event(pipeline, event, str(exc))
             continue
-        if new_state is not state and new_state is not None and new_state != state:
+        if event.kind == ERASE_EVENT:
+            erased.add(key)
+            log.info("number %s erased (asked by %s)", pipeline.settings.number_tag(key),
+                     event.origin)
+            # Written even when only an opt-out was left: it moves under the hash.
+            states[key] = changed[key] = new_state
+        elif new_state is not state and new_state != state:
             states[key] = changed[key] = new_state
         _send_records(send, key, records)
     writes: dict[bytes, bytes | None] = {}
     for key, state in changed.items():
-        writes[key] = encode_state(state)
         old = before[key]
-        if state.held or (old is not None and old.held):
+        if key in restored:
+            # Back under its number, or opted back in: the hashed copy goes.
+            writes[opt_out_key(secret, key)] = None
+        if state is None:
+            writes[key] = None
+        elif key in erased and secret and state == NumberState(opted_out=state.opted_out):
+            assert state.opted_out is not None
+            writes[key] = None
+            writes[opt_out_key(secret, key)] = encode_mark(state.opted_out)
+        else:
+            writes[key] = encode_state(state)
+        if (state is not None and state.held) or (old is not None and old.held):
             _held_changes(pipeline, key, old, state, writes)
     pipeline.states.write(partition, writes)
+
+
+def _restore_erased_opt_outs(pipeline: Pipeline, partition: int,
+                             states: dict[bytes, NumberState | None]) -> set[bytes]:
+    """The numbers without a state that were erased while opted out: their opt-out,
+    kept by the number's hash, as their state. Returns those numbers."""
+    secret = pipeline.settings.number_secret
+    missing = [key for key, state in states.items() if state is None]
+    if not missing:
+        return set()
+    found = pipeline.states.read(partition, [opt_out_key(secret, key) for key in missing])
+    restored = set()
+    for key, value in zip(missing, found, strict=True):
+        if value is not None:
+            states[key] = NumberState(opted_out=decode_mark(value))
+            restored.add(key)
+    return restored
 
 
 def release_due(pipeline: Pipeline, now_ms: int) -> int:
@@ -246,10 +284,10 @@ def release_due(pipeline: Pipeline, now_ms: int) -> int:
 
 
 def _held_changes(pipeline: Pipeline, e164: bytes, before: NumberState | None,
-                  after: NumberState, writes: dict[bytes, bytes | None]) -> None:
+                  after: NumberState | None, writes: dict[bytes, bytes | None]) -> None:
     """The release index entries and sms.held records that follow a change of the
     number's held messages."""
-    if (before.held if before is not None else ()) == after.held:
+    if (before.held if before is not None else ()) == (after.held if after is not None else ()):
         return
     writes.update(index_changes(e164, before, after))
     for key, value in held_records(e164, before, after):

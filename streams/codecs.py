@@ -178,8 +178,9 @@ DEAD_LETTER = AvroCodec("sms_cooldown.DeadLetter")
 DELIVERY_OUTCOME = AvroCodec("sms_cooldown.DeliveryOutcome")
 HELD = AvroCodec("sms_cooldown.Held")
 OPT_OUT = AvroCodec("sms_cooldown.OptOut")
+ERASURE = AvroCodec("sms_cooldown.Erasure")
 
 CODECS = {c.full_name: c for c in (
     AUTOMATION, TRIGGER, SENT, NUMBER_EVENT, NUMBER_EVENT_BUNDLE, SEND_REQUEST, DECISION,
-    DEAD_LETTER, DELIVERY_OUTCOME, HELD, OPT_OUT,
+    DEAD_LETTER, DELIVERY_OUTCOME, HELD, OPT_OUT, ERASURE,
 )}

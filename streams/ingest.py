@@ -1,7 +1,7 @@
 """Ingest: the stateless hop, as a batched loop outside Faust's stream.
 
-It reads sms.triggers, sms.sent, sms.delivery and sms.optouts in its own consumer group
-(`<app id>-ingest`), so several workers share the inputs. Per batch (up to
+It reads sms.triggers, sms.sent, sms.delivery, sms.optouts and sms.erasures in its own
+consumer group (`<app id>-ingest`), so several workers share the inputs. Per batch (up to
 `ingest_batch` records, or what came within the fetch wait) it decodes every record
 and normalizes its number (`streams.normalize.route`), writes the decisions that need
 no state and the dead letters, and writes the number events as bundles, one per
@@ -36,7 +36,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INPUTS = (topics.TRIGGERS, topics.SENT, topics.DELIVERY, topics.OPTOUTS)
+INPUTS = (topics.TRIGGERS, topics.SENT, topics.DELIVERY, topics.OPTOUTS, topics.ERASURES)
 PROGRESS_EVERY_S = 30.0
 # How long a record may take from its producer's clock to the broker: a partition read
 # to its end is read up to this long ago (`Progress`).

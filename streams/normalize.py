@@ -21,6 +21,7 @@ from streams.automations import (
     MissingAttribute,
     UnknownAutomation,
 )
+from streams.erasure import HASHED_PREFIX
 from streams.numbers import InvalidNumber, to_e164
 from streams.outcomes import (
     DELIVERY_ACCEPTED,
@@ -36,6 +37,7 @@ from streams.outcomes import (
     UNKNOWN_AUTOMATION,
 )
 from streams.records import (
+    ERASE_EVENT,
     FAILED_EVENT,
     OPT_OUT_EVENT,
     RELEASE_EVENT,
@@ -88,6 +90,8 @@ def route(source: Source, catalog: Catalog, limits: Limits) -> list[Output]:
         return _route_delivery(source, catalog, limits)
     if source.topic == topics.OPTOUTS:
         return _route_opt_out(source)
+    if source.topic == topics.ERASURES:
+        return _route_erasure(source)
     return _route_trigger(source, catalog, limits)
 
 
@@ -255,6 +259,8 @@ def _route_opt_out(source: Source) -> list[Output]:
         record = codecs.OPT_OUT.decode(source.value)
     except codecs.CodecError as exc:
         return [dead_letter(source, now, exc.reason, exc.detail)]
+    if record["phone"].startswith(HASHED_PREFIX):
+        return []  # an erased number's: the cooldown table keeps it by the same hash
     too_long = [name for name in ("channel", "scope")
                 if len((record[name] or "").encode()) > MAX_REF_BYTES]
     if too_long:
@@ -271,3 +277,20 @@ def _route_opt_out(source: Source) -> list[Output]:
     return [_number_event(source, OPT_OUT_EVENT, e164, min(record["at_ms"], now),
                           enabled=record["opted_out"], origin=record["channel"] or "unknown",
                           ref=record["scope"])]
+
+
+def _route_erasure(source: Source) -> list[Output]:
+    now = source.timestamp_ms
+    try:
+        record = codecs.ERASURE.decode(source.value)
+    except codecs.CodecError as exc:
+        return [dead_letter(source, now, exc.reason, exc.detail)]
+    try:
+        e164 = to_e164(record["phone"], record["country"])
+    except InvalidNumber as exc:
+        return [dead_letter(source, now, INVALID_NUMBER, f"{exc.reason}: {exc}")]
+    except ValueError as exc:
+        return [dead_letter(source, now, INVALID_RECORD, str(exc))]
+    by = record["requested_by"][:MAX_REF_BYTES] or "unknown"
+    return [_number_event(source, ERASE_EVENT, e164, min(record["requested_at_ms"], now),
+                          origin=by)]

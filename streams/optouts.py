@@ -10,6 +10,7 @@ which keeps the opt-out in the number's state and decides `opted_out` from then 
 from __future__ import annotations
 
 from streams import codecs
+from streams.erasure import HASHED_PREFIX
 from streams.numbers import to_e164
 from streams.records import OptOut
 from streams.rule import OptedOut, opted_out_after
@@ -51,23 +52,37 @@ def publish_opt_out(bootstrap: str, e164: str, opted_out: bool, channel: str, at
 
 
 def read_opt_outs(bootstrap: str) -> dict[str, OptedOut]:
-    """The numbers opted out now, by E.164, as sms.optouts says (for the command line):
-    its records applied in the order of each partition, as the cooldown agents do."""
+    """The numbers opted out now, by E.164 (an erased one by its hash), as sms.optouts
+    says (for the command line): its records applied in the order of each partition,
+    as the cooldown agents do."""
+    return _read(bootstrap)[0]
+
+
+def keys_naming(bootstrap: str, e164: str) -> set[bytes]:
+    """The keys of sms.optouts whose records name the number (in any written form)."""
+    return _read(bootstrap)[1].get(e164, set())
+
+
+def _read(bootstrap: str) -> tuple[dict[str, OptedOut], dict[str, set[bytes]]]:
     from streams.kafka import read_records
 
     opted_out: dict[str, OptedOut] = {}
+    keys: dict[str, set[bytes]] = {}
     for record in read_records(bootstrap, OPTOUTS, idle_s=1.0, timeout_s=300):
         if record.value is None:
             continue
         try:
             value = OptOut.from_dict(codecs.OPT_OUT.decode(record.value))
-            e164 = to_e164(value.phone, value.country)
+            number = value.phone if value.phone.startswith(HASHED_PREFIX) \
+                else to_e164(value.phone, value.country)
         except (codecs.CodecError, ValueError):
             continue  # ingest dead-letters it; it decides nothing
-        mark = opted_out_after(opted_out.get(e164), value.opted_out,
+        if record.key is not None:
+            keys.setdefault(number, set()).add(record.key)
+        mark = opted_out_after(opted_out.get(number), value.opted_out,
                                min(value.at_ms, record.timestamp_ms), value.channel)
         if mark is None:
-            opted_out.pop(e164, None)
+            opted_out.pop(number, None)
         else:
-            opted_out[e164] = mark
-    return opted_out
+            opted_out[number] = mark
+    return opted_out, keys

@@ -29,6 +29,8 @@ OPT_OUT_EVENT = "optout"
 # A send of ours the gateway refused for good (sms.delivery `failed`): after
 # `failures_to_opt_out` in a row the number is opted out.
 FAILED_EVENT = "failed"
+# The number is to be erased from the state (sms.erasures); `origin` says who asked.
+ERASE_EVENT = "erase"
 # Made by the cooldown agent's release timer, never written to Kafka: the number's held
 # messages that are due at `at_ms`.
 DUE_EVENT = "due"
@@ -81,10 +83,10 @@ class NumberEvent(_Record):
     send from any origin, or the release of a reservation whose SMS was refused. Also
     an operator's cancel (for every number of a partition: `e164` is empty) and, inside
     the agent only, a number's held messages coming due; a number opting out of SMS or
-    back in; and a send of ours refused for good."""
+    back in; a send of ours refused for good; and the number's erasure."""
 
-    # TRIGGER_EVENT, SENT_EVENT, RELEASE_EVENT, CANCEL_EVENT, OPT_OUT_EVENT, FAILED_EVENT
-    # or DUE_EVENT
+    # TRIGGER_EVENT, SENT_EVENT, RELEASE_EVENT, CANCEL_EVENT, OPT_OUT_EVENT, FAILED_EVENT,
+    # ERASE_EVENT or DUE_EVENT
     kind: str
     e164: str
     at_ms: int  # trigger: when it reached Kafka (the decision clock); sent: when it went out
@@ -170,6 +172,16 @@ class OptOut(_Record):
     channel: str
     country: str | None = None
     scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure(_Record):
+    """A request to erase a number from every state the project keeps (sms.erasures)."""
+
+    phone: str
+    requested_at_ms: int
+    requested_by: str
+    country: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

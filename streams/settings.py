@@ -132,6 +132,9 @@ class Settings:
     # opted out (channel auto_failed_deliveries); 0, the default, never does that: a
     # misconfigured sender makes every send fail, and would opt out every number.
     opt_out_after_failures: int = 0
+    # Key of the hash an erased number's opt-out is kept by (`streams.erasure`); the
+    # same in every worker and in the command line. Secret: kept out of repr.
+    number_secret: bytes = field(default=b"", repr=False)
     # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
@@ -195,6 +198,7 @@ class Settings:
             stop_keywords=parse_keywords(env.get("SMSCOOL_STOP_KEYWORDS", "")),
             reply_secret=env.get("SMSCOOL_REPLY_SECRET", "").encode(),
             opt_out_after_failures=opt_out_after_failures,
+            number_secret=env.get("SMSCOOL_NUMBER_SECRET", "").encode(),
             # Without a configured key, hashes are still unlinkable to numbers but only
             # comparable within one process.
             log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(16),

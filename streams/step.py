@@ -39,6 +39,7 @@ from streams.outcomes import (
 from streams.records import (
     CANCEL_EVENT,
     DUE_EVENT,
+    ERASE_EVENT,
     FAILED_EVENT,
     OPT_OUT_EVENT,
     RELEASE_EVENT,
@@ -145,6 +146,8 @@ def step(state: NumberState | None,
         return _opt_out(state, event)
     if event.kind == FAILED_EVENT:
         return _failed(state, event)
+    if event.kind == ERASE_EVENT:
+        return _erase(state, event.at_ms)
     if event.kind == RELEASE_EVENT:
         if not event.decision_id:
             raise InvalidEvent("a release without decision_id")
@@ -323,6 +326,20 @@ def _failed(state: NumberState | None,
                           channel=OPT_OUT_BY_FAILED_DELIVERIES), *records]
 
 
+def _erase(state: NumberState | None,
+           at_ms: int) -> tuple[NumberState | None, list[Output]]:
+    """The number forgotten: its held messages end (`cancelled`, their decisions no
+    longer naming it), and of its state only an opt-out stays, so that it is not
+    texted again."""
+    if state is None:
+        return None, []
+    records: list[Output] = [
+        _held_record(held, None, CANCELLED, at_ms, None, None,
+                     "held, and ended by the erasure of the number")
+        for held in state.held]
+    return (NumberState(opted_out=state.opted_out) if state.opted_out else None), records
+
+
 def _opted_out_detail(mark: OptedOut | None) -> str:
     assert mark is not None
     return f"the number opted out of SMS at {mark.at_ms} (by {mark.channel})"
@@ -349,7 +366,7 @@ def _record(event: NumberEvent, outcome: str, decision: Decision,
     )
 
 
-def _held_record(held: Held, e164: str, outcome: str, at_ms: int,
+def _held_record(held: Held, e164: str | None, outcome: str, at_ms: int,
                  release_at_ms: int | None, cause: LastSend | None,
                  detail: str | None = None) -> DecisionRecord:
     return DecisionRecord(

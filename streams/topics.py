@@ -12,6 +12,7 @@
 | sms.deadletter | the source key | sms_cooldown.DeadLetter | 1 |
 | sms.held | decision id | sms_cooldown.Held (tombstone: done) | settings.partitions, compacted |
 | sms.optouts | E.164 or any | sms_cooldown.OptOut (Avro or JSON) | settings.partitions, compacted |
+| sms.erasures | E.164 | sms_cooldown.Erasure | settings.partitions |
 
 The table `last_sent` (key: E.164, value: the number's state, see `streams.state`; and
 the release index of held messages, see `streams.held`) is changelogged to
@@ -35,6 +36,7 @@ DELIVERY = "sms.delivery"
 DEADLETTER = "sms.deadletter"
 HELD = "sms.held"
 OPTOUTS = "sms.optouts"
+ERASURES = "sms.erasures"
 
 LAST_SENT_TABLE = "last_sent"
 
@@ -51,6 +53,7 @@ CODECS: dict[str, codecs.AvroCodec] = {
     DEADLETTER: codecs.DEAD_LETTER,
     HELD: codecs.HELD,
     OPTOUTS: codecs.OPT_OUT,
+    ERASURES: codecs.ERASURE,
 }
 
 
@@ -81,4 +84,5 @@ def topic_specs(app_id: str, partitions: int) -> list[TopicSpec]:
         TopicSpec(DEADLETTER, 1),
         TopicSpec(HELD, partitions, compacted=True),
         TopicSpec(OPTOUTS, partitions, compacted=True),
+        TopicSpec(ERASURES, partitions),
     ]

@@ -50,7 +50,8 @@ def test_a_trigger_becomes_a_number_event_in_a_bundle_on_its_numbers_partition(
         "origin": None, "ref": None,
         "source_topic": topics.TRIGGERS, "source_partition": 2, "source_offset": 40,
         "hold_outside_window": True, "defer_on_cooldown": False,
-        "max_hold_ms": 7 * 24 * 3_600_000, "priority": 0,
+        "max_hold_ms": 7 * 24 * 3_600_000, "priority": 0, "transactional": False,
+        "failures_to_opt_out": 0,
     }
     assert commit == {(topics.TRIGGERS, 2): 41}
     assert deadletter.raw == []

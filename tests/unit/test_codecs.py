@@ -75,6 +75,9 @@ FULL = {
         "gateway": "gatewayapi", "message_id": "421", "status": 400,
         "detail": '{"code": "0x0216"}', "at_ms": T0,
     },
+    "sms_cooldown.Erasure": {
+        "phone": "20123456", "country": "DK", "requested_at_ms": T0, "requested_by": "cli",
+    },
     "sms_cooldown.OptOut": {
         "phone": "20123456", "country": "DK", "opted_out": True, "at_ms": T0,
         "channel": "sms_reply", "scope": "newsletter",
