@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from streams.bundles import decode_bundle
 from streams.erasure import decode_mark, encode_mark, opt_out_key
 from streams.faust_patches import StoreAccess
 from streams.held import held_records, index_changes, index_keys, parse_index_key
-from streams.number_states import NumberStates
+from streams.number_states import NUMBER_KEYS_START, NumberStates
 from streams.outcomes import INVALID_RECORD
 from streams.records import (
     CANCEL_EVENT,
@@ -40,7 +41,7 @@ from streams.records import (
     SendRequest,
     Source,
 )
-from streams.rule import NumberState
+from streams.rule import NumberState, retained
 from streams.settings import Settings
 from streams.state import decode_state, encode_state
 from streams.step import InvalidEvent, step
@@ -58,6 +59,10 @@ STORE_OPTIONS = {
 # Numbers the release timer decides per partition per pass; the rest wait for the next
 # pass, which follows at once, so the event loop is never held for long.
 RELEASE_BATCH = 5000
+# Numbers the retention sweep looks at per partition per pass, and how often it passes:
+# a partition of a million numbers is swept in a few minutes.
+RETENTION_BATCH = 5000
+RETENTION_TICK_S = 1.0
 
 
 @dataclass
@@ -75,6 +80,11 @@ class Pipeline:
     # Bundle partition -> input partition -> how far in time ingest has read it, as
     # its progress records on that bundle partition say.
     progress: dict[int, dict[tuple[str, int], int]] = field(default_factory=dict)
+    # How old a number's last SMS may get before its state is forgotten (`retained`),
+    # asked before each pass of the retention sweep; None: no sweep (yet).
+    retention_horizon: Callable[[], int | None] = lambda: None
+    # Partition -> the key the retention sweep goes on from.
+    sweep_from: dict[int, bytes] = field(default_factory=dict)
 
     def releasable_until(self, partition: int, now_ms: int) -> int:
         """The latest release time that may go out on `partition` now: what every input
@@ -88,9 +98,10 @@ class Pipeline:
 
 
 def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
-                   inputs: frozenset[tuple[str, int]] | None = None) -> Pipeline:
-    """Declare the bundle topic, the table and the cooldown agent on `app`; `inputs`:
-    see `Pipeline`."""
+                   inputs: frozenset[tuple[str, int]] | None = None,
+                   retention_horizon: Callable[[], int | None] | None = None) -> Pipeline:
+    """Declare the bundle topic, the table, the cooldown agent, the release timer and
+    the retention sweep on `app`; `inputs` and `retention_horizon`: see `Pipeline`."""
     by_number = app.topic(topics.BY_NUMBER, key_type=bytes, value_type=bytes,
                           partitions=settings.partitions)
     last_sent = app.Table(
@@ -100,6 +111,8 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
     states = NumberStates(StoreAccess(last_sent), outputs,
                           topics.changelog_topic(settings.app_id), settings.partitions)
     pipeline = Pipeline(app, settings, last_sent, states, outputs, inputs)
+    if retention_horizon is not None:
+        pipeline.retention_horizon = retention_horizon
 
     # The agent yields nothing: for each value an agent yields, Faust writes a debug
     # log record and looks for sinks.
@@ -137,7 +150,56 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
                 decided = 0
             await asyncio.sleep(0 if decided >= RELEASE_BATCH else tick_s)
 
+    @app.task
+    async def state_retention() -> None:
+        while True:
+            await asyncio.sleep(RETENTION_TICK_S)
+            if app.rebalancing or app.in_recovery:
+                continue
+            try:
+                horizon = pipeline.retention_horizon()
+                if horizon is None:
+                    continue
+                forgotten = forget_expired(pipeline, settings.clock.now_ms(), horizon)
+                if forgotten:
+                    await outputs.flush()
+                    pipeline.states.persist()
+                    log.info("retention: %d numbers' states forgotten (last SMS more than "
+                             "%d ms ago)", forgotten, horizon)
+            except Exception:
+                log.exception("retention: a pass failed; trying again")
+
     return pipeline
+
+
+def forget_expired(pipeline: Pipeline, now_ms: int, horizon_ms: int) -> int:
+    """One pass of the retention sweep: on every assigned partition, up to
+    RETENTION_BATCH numbers from where the last pass stopped (the next pass starts over
+    at the end), each state deleted or cut down to its opt-out where `retained` lets
+    it go. Returns how many states changed."""
+    states = pipeline.states
+    forgotten = 0
+    for partition in range(pipeline.settings.partitions):
+        if not states.open(partition):
+            continue
+        keys = states.number_keys(partition, pipeline.sweep_from.get(partition, NUMBER_KEYS_START),
+                                  RETENTION_BATCH)
+        pipeline.sweep_from[partition] = keys[-1] + b"\x00" \
+            if len(keys) == RETENTION_BATCH else NUMBER_KEYS_START
+        writes: dict[bytes, bytes | None] = {}
+        for key, value in zip(keys, states.read(partition, keys), strict=True):
+            try:
+                state = decode_state(value)
+            except ValueError:
+                continue  # kept as it is: a bundle for the number dead-letters it
+            if state is None:
+                continue
+            kept = retained(state, now_ms, horizon_ms)
+            if kept is not state:
+                writes[key] = None if kept is None else encode_state(kept)
+        states.write(partition, writes)
+        forgotten += len(writes)
+    return forgotten
 
 
 def decide_bundle(pipeline: Pipeline, source: Source) -> None:

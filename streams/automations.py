@@ -203,6 +203,11 @@ class Catalog:
         self.put(automation)
 
 
+def longest_cooldown_ms(catalog: Catalog) -> int:
+    """The longest cooldown of any automation (enabled or not); 0 without any."""
+    return max((a.cooldown_ms for a in catalog.all() if a.cooldown_enabled), default=0)
+
+
 class CatalogFollower:
     """Keeps a Catalog in step with sms.automations, read from the beginning outside
     any consumer group. `load` returns once the topic has been read up to where it

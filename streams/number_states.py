@@ -16,6 +16,9 @@ from streams.bundles import partition_for
 from streams.faust_patches import StoreAccess
 from streams.held import INDEX_PREFIX, index_range_end, parse_index_key
 
+# E.164 keys start with "+": the table's number keys lie from "+" up to the next byte.
+NUMBER_KEYS_START, NUMBER_KEYS_END = b"+", b","
+
 
 class NumberStates:
     def __init__(self, store: StoreAccess, outputs: Any, changelog_topic: str,
@@ -59,6 +62,15 @@ class NumberStates:
                     index = self._pending_index.setdefault(partition, {})
                 index[key] = value
         self._pending.setdefault(partition, {}).update(changes)
+
+    def number_keys(self, partition: int, start: bytes, limit: int) -> list[bytes]:
+        """Up to `limit` of the partition's stored numbers (E.164 keys) from `start` on,
+        in order."""
+        keys = self._store.keys_between(partition, start, NUMBER_KEYS_END, limit)
+        if self._store.shares_partitions:
+            keys = [key for key in keys
+                    if partition_for(key, self._partitions) == partition]
+        return keys
 
     def due_index_keys(self, partition: int, now_ms: int, limit: int) -> list[bytes]:
         """The partition's release index entries due at `now_ms` (at most about `limit`),

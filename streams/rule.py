@@ -303,3 +303,15 @@ def opt_out(state: NumberState | None, mark: OptedOut | None) -> NumberState | N
         return None if mark is None else NumberState(opted_out=mark)
     return NumberState(state.last, state.recent_passes, state.previous, state.held,
                        state.finished, mark, state.failed_in_a_row)
+
+
+def retained(state: NumberState, now_ms: int, horizon_ms: int) -> NumberState | None:
+    """What of a number's state is still worth keeping at `now_ms`: all of it while it
+    holds messages or its last SMS is less than `horizon_ms` old (the longest cooldown
+    and a margin: no rule looks further back); past that nothing, but an opt-out."""
+    if state.held or (state.last is not None and now_ms - state.last.at_ms < horizon_ms):
+        return state
+    if state.opted_out is None:
+        return None
+    kept = NumberState(opted_out=state.opted_out)
+    return state if state == kept else kept

@@ -135,6 +135,10 @@ class Settings:
     # Key of the hash an erased number's opt-out is kept by (`streams.erasure`); the
     # same in every worker and in the command line. Secret: kept out of repr.
     number_secret: bytes = field(default=b"", repr=False)
+    # A number's state is forgotten once it holds no message and its last SMS is older
+    # than the longest cooldown of any automation and this margin (which also covers a
+    # replay of the triggers since the last commit).
+    retention_margin_ms: int = 86_400_000
     # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
@@ -158,6 +162,9 @@ class Settings:
         reply_port = env.get("SMSCOOL_REPLY_PORT", "").strip()
         if reply_port and not (reply_port.isdigit() and int(reply_port) <= 65535):
             raise ValueError(f"SMSCOOL_REPLY_PORT must be a port number, got {reply_port!r}")
+        retention_margin_ms = _int(env, "SMSCOOL_RETENTION_MARGIN_MS", 86_400_000)
+        if retention_margin_ms < 60_000:
+            raise ValueError("SMSCOOL_RETENTION_MARGIN_MS must be at least 60000")
         opt_out_after_failures = _int(env, "SMSCOOL_OPT_OUT_AFTER_FAILURES", 0)
         if not 0 <= opt_out_after_failures <= MAX_FAILURES_TO_OPT_OUT:
             raise ValueError("SMSCOOL_OPT_OUT_AFTER_FAILURES must be between 0 (never) and "
@@ -199,6 +206,7 @@ class Settings:
             reply_secret=env.get("SMSCOOL_REPLY_SECRET", "").encode(),
             opt_out_after_failures=opt_out_after_failures,
             number_secret=env.get("SMSCOOL_NUMBER_SECRET", "").encode(),
+            retention_margin_ms=retention_margin_ms,
             # Without a configured key, hashes are still unlinkable to numbers but only
             # comparable within one process.
             log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(16),

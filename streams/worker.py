@@ -14,12 +14,15 @@ import ctypes
 import logging
 import signal
 import sys
+import threading
+from collections.abc import Callable
 
 import faust
 
 from streams import faust_patches, topics
 from streams.agents import build_pipeline
 from streams.app import build_app
+from streams.automations import Catalog, CatalogFollower, longest_cooldown_ms
 from streams.broker import is_embedded
 from streams.ingest import INPUTS
 from streams.kafka import PartitionMismatch, ensure_topics, partition_counts
@@ -73,6 +76,33 @@ class IngestSupervisor:
             await child.wait()
 
 
+def _retention_horizon(settings: Settings, bootstrap: str) -> Callable[[], int | None]:
+    """How old a number's last SMS may get before its state goes: the longest cooldown
+    of any automation, and the margin. The catalog is followed as it changes; until it
+    is loaded (in a thread: it may take a while), None."""
+    catalog = Catalog()
+    follower = CatalogFollower(catalog, bootstrap)
+    loaded = threading.Event()
+
+    def load() -> None:
+        try:
+            follower.load()
+            loaded.set()
+        except Exception as exc:  # the sweep stays off; the worker runs on
+            log.error("retention: the automation catalog did not load (%s); no state "
+                      "is forgotten until the worker restarts", exc)
+
+    threading.Thread(target=load, name="retention-catalog", daemon=True).start()
+
+    def horizon() -> int | None:
+        if not loaded.is_set():
+            return None
+        follower.poll()
+        return longest_cooldown_ms(catalog) + settings.retention_margin_ms
+
+    return horizon
+
+
 def run(settings: Settings) -> int:
     bootstrap = settings.require_bootstrap()
     try:
@@ -87,7 +117,8 @@ def run(settings: Settings) -> int:
     counts = partition_counts(bootstrap)
     inputs = frozenset((topic, partition) for topic in INPUTS
                        for partition in range(counts[topic]))
-    pipeline = build_pipeline(app, settings, outputs=outputs, inputs=inputs)
+    pipeline = build_pipeline(app, settings, outputs=outputs, inputs=inputs,
+                              retention_horizon=_retention_horizon(settings, bootstrap))
 
     async def flush_outputs() -> None:
         await outputs.flush()

@@ -13,6 +13,7 @@ from streams.automations import Automation, publish_automation
 from streams.bundles import events_seen
 from streams.kafka import produce_all, producer, read_records, wait_for
 from streams.records import OPT_OUT_EVENT
+from streams.rule import decision_id_for
 from tests.helpers import decisions_by_event, now_ms, trigger
 
 pytestmark = pytest.mark.integration
@@ -158,3 +159,70 @@ def test_a_number_whose_sends_fail_for_good_twice_in_a_row_is_opted_out(
     finally:
         connector.stop()
         gateway.stop()
+
+
+def test_erase_forgets_a_number_everywhere_but_keeps_an_opt_out_as_its_hash(
+        bootstrap, start_worker, tmp_path, monkeypatch, capsys):
+    from rocksdict import Options, Rdict
+
+    from smscool.cli import main
+    from smscool.processes import ConnectorProcess, FakeGatewayProcess
+    from tests.helpers import APP_ID
+
+    secret = {"SMSCOOL_NUMBER_SECRET": "erasure-test-secret"}
+    publish_automation(bootstrap, WELCOME)
+    start_worker(**secret)
+    for name, value in {**secret, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}.items():
+        monkeypatch.setenv(name, value)
+    gateway = FakeGatewayProcess(tmp_path / "gateway.log", "test-token").start()
+    connector = ConnectorProcess(bootstrap, gateway.url, "test-token", tmp_path / "connector",
+                                 tmp_path / "connector.log", {"SMSCOOL_LOG_LEVEL": "INFO"})
+    texted, opted = "+4520000005", "+4520000006"
+    try:
+        connector.start()
+        assert main(["optout", "add", opted]) == 0
+        opt_out_events_on_the_bundles(bootstrap, 1)
+        t = now_ms()
+        send_triggers(bootstrap, trigger("e-1", texted, t), trigger("e-2", opted, t))
+        wait_for(bootstrap, topics.SENT, lambda records: len(records) >= 1, 90)
+        by_event = decisions_by_event(bootstrap, 2, 90)
+        assert [d["outcome"] for d in by_event["e-1"]] == ["passed"]
+
+        assert main(["erase", texted]) == 0
+        assert main(["erase", opted]) == 0
+        said = capsys.readouterr().out
+        assert "the opt-out stays, as the number's keyed hash only" in said
+        changelog = topics.changelog_topic(APP_ID)
+
+        def both_erased(records: list) -> bool:
+            gone = {r.key for r in records if r.value is None}
+            return {texted.encode(), opted.encode()} <= gone
+
+        wait_for(bootstrap, changelog, both_erased, 60)
+        connector.logged_after("erased from the ledger: 1 entries", 60)
+
+        # The number texted before is decided as a new one: its cooldown is forgotten.
+        send_triggers(bootstrap, trigger("e-3", texted, now_ms()),
+                      trigger("e-4", opted, now_ms()))
+        by_event = decisions_by_event(bootstrap, 4, 90)
+        assert [d["outcome"] for d in by_event["e-3"]] == ["passed"]
+        assert [d["outcome"] for d in by_event["e-4"]] == ["opted_out"]
+    finally:
+        connector.stop()
+        gateway.stop()
+
+    # The compacted topics and the ledger keep no trace of the opted-out number's digits.
+    latest = {r.key: r.value for r in read_records(bootstrap, topics.OPTOUTS, idle_s=1.0)}
+    assert latest[opted.encode()] is None
+    assert not any(opted[1:].encode() in (value or b"") for value in latest.values())
+    ledger = Rdict(str(tmp_path / "connector" / "ledger"), Options(raw_mode=True))
+    try:
+        before = json.loads(ledger[b"d:" + decision_id_for("e-1", "welcome").encode()])
+    finally:
+        ledger.close()
+    # The send before the erasure is remembered as done, without the number.
+    assert before["erased"] and before["state"] == "done"
+    assert texted[1:] not in json.dumps(before)
+    capsys.readouterr()
+    assert main(["optout", "check", opted]) == 0
+    assert "opted out since" in capsys.readouterr().out
