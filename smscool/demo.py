@@ -13,12 +13,13 @@ end of the run (08:15 on that clock).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from datetime import time as wall_time
 from pathlib import Path
@@ -46,6 +47,7 @@ from streams.kafka import (
     producer,
     wait_for,
 )
+from streams.records import OPT_OUT_EVENT
 from streams.settings import Settings
 
 
@@ -186,7 +188,8 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
         worker.start()
         connector = ConnectorProcess(
             bootstrap, gateway.url, DEMO_GATEWAY_TOKEN, work / "connector", work / "connector.log",
-            {"SMSCOOL_CONNECTOR_RATE": "1000", "SMSCOOL_CONNECTOR_CONCURRENCY": "32"})
+            {"SMSCOOL_CONNECTOR_RATE": "1000", "SMSCOOL_CONNECTOR_CONCURRENCY": "32",
+             "SMSCOOL_REPLY_PORT": "0"})
         stack.callback(connector.stop)
         connector.start()
         started = time.monotonic()
@@ -238,6 +241,8 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
             still_held = len(read_held(bootstrap))
             http_requests = len(gateway.recorded("requests"))
             accepted = len(gateway.recorded("accepted"))
+            stop_reply = _stop_reply(bootstrap, sc, decided, gateway, connector.reply_url,
+                                     settings.number_tag)
         except (TimeoutError, NotDelivered) as exc:
             print(f"demo failed: {exc}", file=sys.stderr)
             for process in (worker, connector):
@@ -248,5 +253,42 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
         print(f"  {'SMS accepted by the fake gateway':38} {accepted:6}")
         print(f"  {'  HTTP requests (with retries)':38} {http_requests:6}")
         print(f"  {'  refused by the gateway, released':38} {refused:6}")
+        print(stop_reply)
     return 0
+
+
+def _stop_reply(bootstrap: str, sc: Scenario, decided: dict[str, list[dict]],
+                gateway: FakeGatewayProcess, webhook: str,
+                tag: Callable[[str], str]) -> str:
+    """A customer who was texted replies "Stop" (the fake gateway posts it to the
+    connector's incoming-SMS webhook, as GatewayAPI would); once the opt-out reaches
+    the worker, the customer's next trigger is decided. Returns the line saying so."""
+    passed = next(d for records in decided.values() for d in records
+                  if d["outcome"] == "passed")
+    key, earlier = next((key, trigger) for key, trigger in _readable(sc.triggers)
+                        if trigger["event_id"] == passed["event_id"])
+    answer = gateway.reply(passed["e164"].lstrip("+"), "Stop", webhook)
+    if answer != {"status": 200, "answer": {"opted_out": True}}:
+        raise TimeoutError(f"the connector's webhook answered the STOP reply with {answer}")
+    wait_for(bootstrap, topics.BY_NUMBER, events_seen(1, OPT_OUT_EVENT), 60)
+    event_id = f"{passed['event_id']}-after-stop"
+    again = {**earlier, "event_id": event_id,
+             "occurred_at_ms": int(datetime.now(UTC).timestamp() * 1000)}
+    produce_all(producer(bootstrap), topics.TRIGGERS, [(key, json.dumps(again).encode())])
+
+    def decided_again(records: list[Record]) -> bool:
+        return bool(codecs.DECISION.decode(records[-1].value)["event_id"] == event_id)
+
+    record = wait_for(bootstrap, topics.DECISIONS, decided_again, 60)[-1]
+    outcome = codecs.DECISION.decode(record.value)["outcome"]
+    return (f"  STOP reply from {tag(passed['e164'])} (texted by {passed['automation_id']}), "
+            f"through the connector's webhook: opted out; its next trigger: {outcome}")
+
+
+def _readable(triggers: list[tuple[bytes, bytes, int]]) -> Iterator[tuple[bytes, dict]]:
+    for key, value, _ in triggers:
+        try:
+            yield key, codecs.TRIGGER.decode(value)
+        except codecs.CodecError:
+            continue  # the scenario's unreadable records
 
