@@ -272,7 +272,8 @@ def _number_of(args: argparse.Namespace) -> str | None:
     try:
         return to_e164(args.number, args.country)
     except InvalidNumber as exc:
-        hint = "" if args.country else " (a number without its +country prefix needs --country)"
+        hint = "" if args.country or args.number.lstrip().startswith(("+", "00")) else \
+            " (a number without its +country prefix needs --country)"
         print(f"smscool {args.command}: not a phone number: {exc.reason}{hint}",
               file=sys.stderr)
         return None

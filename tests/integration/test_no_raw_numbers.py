@@ -42,7 +42,7 @@ def test_no_process_logs_a_raw_number(bootstrap, start_worker, tmp_path, monkeyp
     start_worker(SMSCOOL_OPT_OUT_AFTER_FAILURES="1", SMSCOOL_NUMBER_SECRET="s")
     gateway = FakeGatewayProcess(tmp_path / "gateway.log", "test-token",
                                  {"p400": 0.3, "p500": 0.2, "ptimeout": 0.1,
-                                  "timeout_delay_s": 1.0}).start()
+                                  "timeout_delay": 1.0}).start()
     connector = ConnectorProcess(
         bootstrap, gateway.url, "test-token", tmp_path / "connector",
         tmp_path / "connector.log",

@@ -24,14 +24,13 @@ WELCOME = Automation("welcome", "Welcome", country="DK", event_type="signup",
 RECEIPT = Automation("receipt", "Order receipt", country="DK", event_type="order",
                      message="Thanks for your order, {name}", sender="Shop",
                      transactional=True)
-BY_CLI, BY_CRM = "+4520000001", "+4520000002"
+BY_CLI, BY_CRM = "+4520123401", "+4520123402"
 
 
 def opt_out_events_on_the_bundles(bootstrap: str, wanted: int) -> None:
     """Wait until ingest has handed `wanted` opt-out events to the cooldown agents: a
     trigger written after that reaches its agent after the opt-out."""
-    read_records(bootstrap, topics.BY_NUMBER, until=events_seen(wanted, OPT_OUT_EVENT),
-                 timeout_s=90)
+    wait_for(bootstrap, topics.BY_NUMBER, events_seen(wanted, OPT_OUT_EVENT), 90)
 
 
 def send_triggers(bootstrap: str, *triggers: dict) -> None:
@@ -51,11 +50,11 @@ def test_opt_out_by_cli_and_by_an_outside_record_then_back_in(
     assert main(["optout", "add", BY_CLI, "--scope", "newsletter"]) == 0
     # Another system's record: its own key, the number in national form.
     produce_all(producer(bootstrap), topics.OPTOUTS, [(b"customer-2", json.dumps({
-        "phone": "20 00 00 02", "country": "DK", "opted_out": True, "at_ms": now_ms(),
+        "phone": "20 12 34 02", "country": "DK", "opted_out": True, "at_ms": now_ms(),
         "channel": "crm"}).encode())])
     opt_out_events_on_the_bundles(bootstrap, 2)
     t = now_ms()
-    send_triggers(bootstrap, trigger("signup-1", BY_CLI, t), trigger("signup-2", "20000002", t),
+    send_triggers(bootstrap, trigger("signup-1", BY_CLI, t), trigger("signup-2", "20123402", t),
                   trigger("order-1", BY_CLI, t, event_type="order"))
     by_event = decisions_by_event(bootstrap, 3, 90)
     outcome = {event: [d["outcome"] for d in ds] for event, ds in by_event.items()}
@@ -67,7 +66,7 @@ def test_opt_out_by_cli_and_by_an_outside_record_then_back_in(
     assert [(s["event_id"], s["e164"]) for s in outbox] == [("order-1", BY_CLI)]
 
     capsys.readouterr()
-    assert main(["optout", "check", "20 00 00 01", "--country", "DK"]) == 0
+    assert main(["optout", "check", "20 12 34 01", "--country", "DK"]) == 0
     assert capsys.readouterr().out.startswith(f"{BY_CLI} opted out since ")
     assert main(["optout", "list", "--json"]) == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -90,7 +89,7 @@ def test_optout_refuses_a_number_it_cannot_read(bootstrap, monkeypatch, capsys):
     from smscool.cli import main
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
-    assert main(["optout", "add", "20000001"]) == 2
+    assert main(["optout", "add", "20123401"]) == 2
     assert "needs --country" in capsys.readouterr().err
 
 
@@ -105,17 +104,17 @@ def test_a_stop_reply_through_the_gateway_opts_the_number_out(
                                  tmp_path / "connector.log", {"SMSCOOL_REPLY_PORT": "0"})
     try:
         connector.start()
-        assert gateway.reply("4520000003", "Hi, who is this?", connector.reply_url) == {
+        assert gateway.reply("4520123403", "Hi, who is this?", connector.reply_url) == {
             "status": 200, "answer": {"opted_out": False}}
-        assert gateway.reply("4520000003", " Stop ", connector.reply_url) == {
+        assert gateway.reply("4520123403", " Stop ", connector.reply_url) == {
             "status": 200, "answer": {"opted_out": True}}
         (record,) = read_records(bootstrap, topics.OPTOUTS, idle_s=1.0)
-        assert record.key == b"+4520000003"
+        assert record.key == b"+4520123403"
         value = codecs.OPT_OUT.decode(record.value)
         assert (value["phone"], value["opted_out"], value["channel"]) == (
-            "+4520000003", True, "sms_reply")
+            "+4520123403", True, "sms_reply")
         opt_out_events_on_the_bundles(bootstrap, 1)
-        send_triggers(bootstrap, trigger("signup-4", "+4520000003", now_ms()))
+        send_triggers(bootstrap, trigger("signup-4", "+4520123403", now_ms()))
         by_event = decisions_by_event(bootstrap, 1, 90)
         assert [d["outcome"] for d in by_event["signup-4"]] == ["opted_out"]
         assert "by sms_reply" in by_event["signup-4"][0]["detail"]
@@ -123,7 +122,7 @@ def test_a_stop_reply_through_the_gateway_opts_the_number_out(
         connector.stop()
         gateway.stop()
     # The connector names the number by its tag only.
-    assert "20000003" not in (tmp_path / "connector.log").read_text()
+    assert "20123403" not in (tmp_path / "connector.log").read_text()
 
 
 def test_a_number_whose_sends_fail_for_good_twice_in_a_row_is_opted_out(
@@ -138,7 +137,7 @@ def test_a_number_whose_sends_fail_for_good_twice_in_a_row_is_opted_out(
     gateway = FakeGatewayProcess(tmp_path / "gateway.log", "test-token", {"p400": 1.0}).start()
     connector = ConnectorProcess(bootstrap, gateway.url, "test-token", tmp_path / "connector",
                                  tmp_path / "connector.log").start()
-    number = "+4520000004"
+    number = "+4520123404"
     try:
         t = now_ms()
         send_triggers(bootstrap, trigger("alert-1", number, t, event_type="alert"),
@@ -177,7 +176,7 @@ def test_erase_forgets_a_number_everywhere_but_keeps_an_opt_out_as_its_hash(
     gateway = FakeGatewayProcess(tmp_path / "gateway.log", "test-token").start()
     connector = ConnectorProcess(bootstrap, gateway.url, "test-token", tmp_path / "connector",
                                  tmp_path / "connector.log", {"SMSCOOL_LOG_LEVEL": "INFO"})
-    texted, opted = "+4520000005", "+4520000006"
+    texted, opted = "+4520123405", "+4520123406"
     try:
         connector.start()
         assert main(["optout", "add", opted]) == 0
