@@ -196,7 +196,7 @@ def forget_expired(pipeline: Pipeline, now_ms: int, horizon_ms: int) -> int:
                 continue
             kept = retained(state, now_ms, horizon_ms)
             if kept is not state:
-                writes[key] = None if kept is None else encode_state(kept)
+                writes[key] = None if kept is None else encode_state(_dated(kept, now_ms))
         states.write(partition, writes)
         forgotten += len(writes)
     return forgotten
@@ -276,10 +276,16 @@ def decide_bundle(pipeline: Pipeline, source: Source) -> None:
             writes[key] = None
             writes[opt_out_key(secret, key)] = encode_mark(state.opted_out)
         else:
-            writes[key] = encode_state(state)
+            writes[key] = encode_state(_dated(state, source.timestamp_ms))
         if (state is not None and state.held) or (old is not None and old.held):
             _held_changes(pipeline, key, old, state, writes)
     pipeline.states.write(partition, writes)
+
+
+def _dated(state: NumberState, at_ms: int) -> NumberState:
+    """The state as it is written at `at_ms`: one without a last send carries the time,
+    for retention to go by."""
+    return state if state.last is not None else replace(state, updated_at_ms=at_ms)
 
 
 def _restore_erased_opt_outs(pipeline: Pipeline, partition: int,
@@ -335,7 +341,7 @@ def release_due(pipeline: Pipeline, now_ms: int) -> int:
                 continue
             _send_records(pipeline.outputs.send, e164, records)
             if new_state is not None and new_state != state:
-                writes[e164] = encode_state(new_state)
+                writes[e164] = encode_state(_dated(new_state, until))
                 _held_changes(pipeline, e164, state, new_state, writes)
             # Entries that point at nothing due (left by a crash between writes).
             kept = index_keys(e164, new_state)

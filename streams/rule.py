@@ -10,7 +10,7 @@ may: the window's next opening, or the end of the cooldown; past its deadline it
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from streams.outcomes import (
     AUTOMATION_DISABLED,
@@ -95,6 +95,12 @@ class NumberState:
     # Decision ids of the number's latest sends, in a row, that the gateway refused for
     # good (an accepted send of ours clears them); enough of them opt it out.
     failed_in_a_row: tuple[str, ...] = ()
+    # Decision ids of the latest triggers that expired at once (never held): a replay
+    # gives their decision again, which may not have reached Kafka the first time.
+    expired: tuple[str, ...] = ()
+    # When the cooldown agent last wrote a state that has no `last` send: retention
+    # dates such a state by it (0: not known).
+    updated_at_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,7 @@ def reserve(state: NumberState | None, terms: AutomationTerms, decision_id: str,
     if state is None:
         return NumberState(reservation, passes, previous)
     return NumberState(reservation, passes, previous, state.held, state.finished,
-                       state.opted_out, state.failed_in_a_row)
+                       state.opted_out, state.failed_in_a_row, state.expired)
 
 
 def hold(state: NumberState | None, held: Held) -> NumberState:
@@ -216,7 +222,7 @@ def hold(state: NumberState | None, held: Held) -> NumberState:
         return NumberState(held=(held,))
     others = tuple(h for h in state.held if h.decision_id != held.decision_id)
     return NumberState(state.last, state.recent_passes, state.previous, (*others, held),
-                       state.finished, state.opted_out, state.failed_in_a_row)
+                       state.finished, state.opted_out, state.failed_in_a_row, state.expired)
 
 
 def unhold(state: NumberState, decision_id: str) -> NumberState:
@@ -224,15 +230,17 @@ def unhold(state: NumberState, decision_id: str) -> NumberState:
     held = tuple(h for h in state.held if h.decision_id != decision_id)
     finished = (*state.finished, decision_id)[-RECENT_FINISHED:]
     return NumberState(state.last, state.recent_passes, state.previous, held, finished,
-                       state.opted_out, state.failed_in_a_row)
+                       state.opted_out, state.failed_in_a_row, state.expired)
 
 
-def finish(state: NumberState | None, decision_id: str) -> NumberState:
-    """State that remembers `decision_id` as done with, though it was never held (it
-    expired at once), so that a replay decides nothing new."""
+def expire_at_once(state: NumberState | None, decision_id: str) -> NumberState:
+    """State that remembers `decision_id` as expired at once (never held), so that a
+    replay gives the same decision again."""
     if state is None:
-        return NumberState(finished=(decision_id,))
-    return unhold(state, decision_id)
+        return NumberState(expired=(decision_id,))
+    expired = (*state.expired, decision_id)[-RECENT_FINISHED:]
+    return NumberState(state.last, state.recent_passes, state.previous, state.held,
+                       state.finished, state.opted_out, state.failed_in_a_row, expired)
 
 
 def held_by_id(state: NumberState | None, decision_id: str) -> Held | None:
@@ -253,9 +261,9 @@ def record_send(state: NumberState | None, send: LastSend) -> NumberState:
     if state.last is not None and state.last.ref == send.ref and send.ref:
         # Our own reservation confirmed by its send: what it replaced stays releasable.
         return NumberState(send, state.recent_passes, state.previous, state.held,
-                           state.finished, state.opted_out, state.failed_in_a_row)
+                           state.finished, state.opted_out, state.failed_in_a_row, state.expired)
     return NumberState(send, state.recent_passes, state.last, state.held, state.finished,
-                       state.opted_out, state.failed_in_a_row)
+                       state.opted_out, state.failed_in_a_row, state.expired)
 
 
 def release(state: NumberState | None, decision_id: str) -> NumberState | None:
@@ -265,7 +273,7 @@ def release(state: NumberState | None, decision_id: str) -> NumberState | None:
     if state is None or state.last is None or state.last.ref != decision_id:
         return state
     return NumberState(state.previous, state.recent_passes, None, state.held, state.finished,
-                       state.opted_out, state.failed_in_a_row)
+                       state.opted_out, state.failed_in_a_row, state.expired)
 
 
 def opted_out_after(current: OptedOut | None, opting_out: bool, at_ms: int,
@@ -289,12 +297,12 @@ def note_failure(state: NumberState | None, decision_id: str, keep: int) -> Numb
         return state
     failed = (*state.failed_in_a_row, decision_id)[-keep:]
     return NumberState(state.last, state.recent_passes, state.previous, state.held,
-                       state.finished, state.opted_out, failed)
+                       state.finished, state.opted_out, failed, state.expired)
 
 
 def clear_failures(state: NumberState) -> NumberState:
     return NumberState(state.last, state.recent_passes, state.previous, state.held,
-                       state.finished, state.opted_out)
+                       state.finished, state.opted_out, (), state.expired)
 
 
 def opt_out(state: NumberState | None, mark: OptedOut | None) -> NumberState | None:
@@ -302,16 +310,17 @@ def opt_out(state: NumberState | None, mark: OptedOut | None) -> NumberState | N
     if state is None:
         return None if mark is None else NumberState(opted_out=mark)
     return NumberState(state.last, state.recent_passes, state.previous, state.held,
-                       state.finished, mark, state.failed_in_a_row)
+                       state.finished, mark, state.failed_in_a_row, state.expired)
 
 
 def retained(state: NumberState, now_ms: int, horizon_ms: int) -> NumberState | None:
     """What of a number's state is still worth keeping at `now_ms`: all of it while it
     holds messages or its last SMS is less than `horizon_ms` old (the longest cooldown
     and a margin: no rule looks further back); past that nothing, but an opt-out."""
-    if state.held or (state.last is not None and now_ms - state.last.at_ms < horizon_ms):
+    dated = state.last.at_ms if state.last is not None else state.updated_at_ms
+    if state.held or now_ms - dated < horizon_ms:
         return state
     if state.opted_out is None:
         return None
     kept = NumberState(opted_out=state.opted_out)
-    return state if state == kept else kept
+    return state if replace(state, updated_at_ms=0) == kept else kept

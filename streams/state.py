@@ -24,7 +24,10 @@ import struct
 from streams.outcomes import DEFERRED_COOLDOWN, HELD_WINDOW
 from streams.rule import Held, LastSend, NumberState, OptedOut
 
-_VERSION = 1
+# Version 2 has a second flags byte, for what few states carry: a state without any of
+# it is written in version 1 (one flags byte), and both are read.
+_VERSION = 2
+_HAS_EXPIRED, _HAS_UPDATED = 1, 2  # the second flags byte
 _HAS_LAST, _HAS_PREVIOUS, _NEWEST_PASS_IS_LAST, _HAS_HELD, _HAS_FINISHED = 1, 2, 4, 8, 16
 _HAS_OPTED_OUT, _HAS_FAILED = 32, 64
 _DECISION_ID = re.compile(r"[0-9a-f]{32}")
@@ -69,7 +72,8 @@ def encode_state(state: NumberState) -> bytes:
             passes = passes[:-1]
     if state.previous is not None:
         flags |= _HAS_PREVIOUS
-    out = bytearray((_VERSION, flags))
+    out = bytearray((_VERSION, flags, 0) if state.expired or state.updated_at_ms
+                    else (1, flags))
     if state.last is not None:
         _put_send(out, state.last)
     if state.previous is not None:
@@ -96,6 +100,14 @@ def encode_state(state: NumberState) -> bytes:
         out.append(len(state.failed_in_a_row))
         for decision_id in state.failed_in_a_row:
             _put_ref(out, decision_id)
+    if state.expired:
+        out[2] |= _HAS_EXPIRED  # version 2
+        out.append(len(state.expired))
+        for decision_id in state.expired:
+            _put_ref(out, decision_id)
+    if state.updated_at_ms:
+        out[2] |= _HAS_UPDATED
+        out += _TIME.pack(state.updated_at_ms)
     return bytes(out)
 
 
@@ -126,11 +138,12 @@ def decode_state(data: bytes | None) -> NumberState | None:
         return None
     if data[:1] == b"{":
         return _decode_json(data)
-    if data[0] != _VERSION:
+    if data[0] not in (1, _VERSION):
         raise ValueError(f"unknown state version {data[0]}")
     try:
         flags = data[1]
-        at = 2
+        more = data[2] if data[0] == _VERSION else 0
+        at = 3 if data[0] == _VERSION else 2
         last = previous = None
         if flags & _HAS_LAST:
             last, at = _send_at(data, at)
@@ -156,13 +169,20 @@ def decode_state(data: bytes | None) -> NumberState | None:
         failed: list[str] = []
         if flags & _HAS_FAILED:
             failed, at = _refs_at(data, at)
+        expired: list[str] = []
+        if more & _HAS_EXPIRED:
+            expired, at = _refs_at(data, at)
+        updated_at_ms = 0
+        if more & _HAS_UPDATED:
+            (updated_at_ms,) = _TIME.unpack_from(data, at)
     except (IndexError, struct.error, UnicodeDecodeError):
         raise ValueError("state value cut short") from None
     if flags & _NEWEST_PASS_IS_LAST and last is not None:
         passes.append(last.ref)
     return NumberState(last=last, recent_passes=tuple(passes), previous=previous,
                        held=tuple(held), finished=tuple(finished), opted_out=opted_out,
-                       failed_in_a_row=tuple(failed))
+                       failed_in_a_row=tuple(failed), expired=tuple(expired),
+                       updated_at_ms=updated_at_ms)
 
 
 # Each reader takes the value at `at` and returns it with the offset after it; a value

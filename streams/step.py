@@ -58,7 +58,7 @@ from streams.rule import (
     OptedOut,
     clear_failures,
     decide,
-    finish,
+    expire_at_once,
     held_by_id,
     hold,
     judge,
@@ -169,6 +169,10 @@ def _decide(state: NumberState | None,
             # A replay of a trigger that is held: the same decision again.
             return state, [_held_record(held, event.e164, held.reason, event.at_ms,
                                         held.release_at_ms, None)]
+    if state is not None and decision_id in state.expired:
+        # A replay of a trigger that expired at once: its decision again (the first may
+        # have been lost with a worker whose state's changelog record was not).
+        return state, [_record(event, EXPIRED, Decision(decision_id, EXPIRED, event.at_ms))]
     if state is not None and decision_id in state.finished:
         return state, []  # a replay of a held message that is done with: nothing new
     if state is not None and state.opted_out is not None and not terms.transactional \
@@ -179,12 +183,12 @@ def _decide(state: NumberState | None,
     decision, new_state = decide(decision_id, terms, state, event.at_ms)
     if decision.outcome in HOLD_OUTCOMES and state is not None \
             and len(state.held) >= MAX_HELD_PER_NUMBER:
-        return finish(state, decision_id), [_record(event, EXPIRED, decision, detail=(
+        return expire_at_once(state, decision_id), [_record(event, EXPIRED, decision, detail=(
             f"the number already has {MAX_HELD_PER_NUMBER} held messages"))]
     record = _record(event, decision.outcome, decision)
     if decision.outcome == EXPIRED:
         # A replay must not find it holdable by then (a later SMS, a shorter wait).
-        return finish(state, decision_id), [record]
+        return expire_at_once(state, decision_id), [record]
     if decision.outcome in HOLD_OUTCOMES:
         held = Held(
             decision_id=decision_id, event_id=event.event_id,  # type: ignore[arg-type]

@@ -72,8 +72,26 @@ def test_a_number_that_holds_a_message_or_opted_out_is_kept(
     pipeline.states.persist()
     assert numbers_in(store) == [b"+4520000001", b"+4520000002"]
     assert decode_state(store[b"+4520000001"]).held
-    assert decode_state(store[b"+4520000002"]) == NumberState(
-        opted_out=OptedOut(T0, "cli"))
+    kept = decode_state(store[b"+4520000002"])
+    assert replace(kept, updated_at_ms=0) == NumberState(opted_out=OptedOut(T0, "cli"))
+
+
+def test_a_state_without_a_send_is_dated_by_its_last_write(
+        feed, cooldown_agent, pipeline, store):
+    # The number's only send was refused: its reservation is released, no send is left.
+    texted = trigger("+4520000003", "r-1", T0)
+    refused = NumberEvent("release", "+4520000003", T0 + 1000, topics.DELIVERY, 0, 4,
+                          decision_id=texted.decision_id, automation_id="welcome")
+    feed(cooldown_agent, list(bundles([texted])), timestamp_ms=T0)
+    feed(cooldown_agent, list(bundles([refused])), timestamp_ms=T0 + 5000)
+    state = decode_state(store[b"+4520000003"])
+    assert state.last is None and state.updated_at_ms == T0 + 5000
+    sweep(pipeline, T0 + 5000 + HORIZON - 1)
+    pipeline.states.persist()
+    assert b"+4520000003" in store
+    sweep(pipeline, T0 + 5000 + HORIZON)
+    pipeline.states.persist()
+    assert b"+4520000003" not in store
 
 
 def test_retained_keeps_the_same_state_while_it_is_needed():

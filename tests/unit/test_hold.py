@@ -144,9 +144,12 @@ def test_a_release_exactly_at_the_deadline_is_held_and_a_millisecond_later_expir
     late = trigger(at_ms=trigger_at, max_hold_ms=opening - trigger_at - 1)
     state, records = step(None, late)
     assert decisions(records) == [(EXPIRED, opening)]
-    # Remembered as done with: a replay, whatever came meanwhile, decides nothing new.
-    assert state == NumberState(finished=(late.decision_id,))
-    assert step(state, late) == (state, [])
+    # Remembered as expired at once: a replay, whatever came meanwhile, gives the same
+    # decision again (the first may have been lost with a killed worker).
+    assert state == NumberState(expired=(late.decision_id,))
+    _, replayed = step(replace(state, last=LastSend(opening, "crm", "m-1")), late)
+    assert decisions(replayed) == [(EXPIRED, None)]
+    assert replayed[0].decision_id == late.decision_id
 
 
 # --- deferred cooldown --------------------------------------------------------------------
@@ -336,13 +339,13 @@ def test_messages_due_at_different_times_go_out_each_at_its_own():
     assert state.held[0].release_at_ms == at("2026-01-15 12:00")
 
 
-def test_a_number_remembers_its_last_finished_holds_through_its_encoding():
-    from streams.rule import RECENT_FINISHED, finish
+def test_a_number_remembers_its_last_expiries_at_once_through_its_encoding():
+    from streams.rule import RECENT_FINISHED, expire_at_once
 
     state = None
     for n in range(RECENT_FINISHED + 5):
-        state = finish(state, decision_id_for(f"evt-{n}", "a"))
-    assert len(state.finished) == RECENT_FINISHED
-    assert decision_id_for("evt-4", "a") not in state.finished
-    assert decision_id_for("evt-5", "a") in state.finished
+        state = expire_at_once(state, decision_id_for(f"evt-{n}", "a"))
+    assert len(state.expired) == RECENT_FINISHED
+    assert decision_id_for("evt-4", "a") not in state.expired
+    assert decision_id_for("evt-5", "a") in state.expired
     assert decode_state(encode_state(state)) == state
