@@ -228,18 +228,12 @@ def _route_sent(source: Source, limits: Limits) -> list[Output]:
         sent = codecs.SENT.decode(source.value)
     except codecs.CodecError as exc:
         return [dead_letter(source, now, exc.reason, exc.detail)]
-    too_long = [name for name in ("origin", "decision_id", "message_id")
-                if len((sent[name] or "").encode()) > MAX_REF_BYTES]
-    if too_long:
-        # These land in the number's state, which keeps its strings short.
-        return [dead_letter(source, now, INVALID_RECORD,
-                            f"{', '.join(too_long)} longer than {MAX_REF_BYTES} bytes")]
-    try:
-        e164 = to_e164(sent["phone"], sent["country"])
-    except InvalidNumber as exc:
-        return [dead_letter(source, now, INVALID_NUMBER, f"{exc.reason}: {exc}")]
-    except ValueError as exc:  # the country itself is unknown
-        return [dead_letter(source, now, INVALID_RECORD, str(exc))]
+    refused = _too_long(source, sent, ("origin", "decision_id", "message_id"))
+    if refused:
+        return refused
+    e164 = _number_in(source, sent)
+    if not isinstance(e164, str):
+        return e164
     if sent["sent_at_ms"] > now + limits.max_clock_skew_ms:
         ahead = sent["sent_at_ms"] - now
         return [dead_letter(source, now, FUTURE_SEND,
@@ -261,17 +255,12 @@ def _route_opt_out(source: Source) -> list[Output]:
         return [dead_letter(source, now, exc.reason, exc.detail)]
     if record["phone"].startswith(HASHED_PREFIX):
         return []  # an erased number's: the cooldown table keeps it by the same hash
-    too_long = [name for name in ("channel", "scope")
-                if len((record[name] or "").encode()) > MAX_REF_BYTES]
-    if too_long:
-        return [dead_letter(source, now, INVALID_RECORD,
-                            f"{', '.join(too_long)} longer than {MAX_REF_BYTES} bytes")]
-    try:
-        e164 = to_e164(record["phone"], record["country"])
-    except InvalidNumber as exc:
-        return [dead_letter(source, now, INVALID_NUMBER, f"{exc.reason}: {exc}")]
-    except ValueError as exc:  # the country itself is unknown
-        return [dead_letter(source, now, INVALID_RECORD, str(exc))]
+    refused = _too_long(source, record, ("channel", "scope"))
+    if refused:
+        return refused
+    e164 = _number_in(source, record)
+    if not isinstance(e164, str):
+        return e164
     # Dated no later than it reached Kafka: an opt-out dated ahead would otherwise undo
     # an opt-in that came after it.
     return [_number_event(source, OPT_OUT_EVENT, e164, min(record["at_ms"], now),
@@ -285,12 +274,31 @@ def _route_erasure(source: Source) -> list[Output]:
         record = codecs.ERASURE.decode(source.value)
     except codecs.CodecError as exc:
         return [dead_letter(source, now, exc.reason, exc.detail)]
-    try:
-        e164 = to_e164(record["phone"], record["country"])
-    except InvalidNumber as exc:
-        return [dead_letter(source, now, INVALID_NUMBER, f"{exc.reason}: {exc}")]
-    except ValueError as exc:
-        return [dead_letter(source, now, INVALID_RECORD, str(exc))]
+    e164 = _number_in(source, record)
+    if not isinstance(e164, str):
+        return e164
     by = record["requested_by"][:MAX_REF_BYTES] or "unknown"
     return [_number_event(source, ERASE_EVENT, e164, min(record["requested_at_ms"], now),
                           origin=by)]
+
+
+def _too_long(source: Source, record: dict[str, Any], names: tuple[str, ...]) -> list[Output]:
+    """A dead letter when one of the strings `names` is too long to keep in a number's
+    state (which keeps its strings short); nothing otherwise."""
+    too_long = [name for name in names if len((record[name] or "").encode()) > MAX_REF_BYTES]
+    if not too_long:
+        return []
+    return [dead_letter(source, source.timestamp_ms, INVALID_RECORD,
+                        f"{', '.join(too_long)} longer than {MAX_REF_BYTES} bytes")]
+
+
+def _number_in(source: Source, record: dict[str, Any]) -> str | list[Output]:
+    """The E.164 form of the record's `phone` (with its `country`), or the dead letter
+    that says why there is none."""
+    try:
+        return to_e164(record["phone"], record["country"])
+    except InvalidNumber as exc:
+        return [dead_letter(source, source.timestamp_ms, INVALID_NUMBER,
+                            f"{exc.reason}: {exc}")]
+    except ValueError as exc:  # the country itself is unknown
+        return [dead_letter(source, source.timestamp_ms, INVALID_RECORD, str(exc))]

@@ -48,6 +48,12 @@ def _put_ref(out: bytearray, ref: str) -> None:
         _put_text(out, ref)
 
 
+def _put_refs(out: bytearray, refs: tuple[str, ...]) -> None:
+    out.append(len(refs))
+    for ref in refs:
+        _put_ref(out, ref)
+
+
 def _put_text(out: bytearray, text: str) -> None:
     data = text.encode()
     if len(data) >= 0xFF:
@@ -78,14 +84,10 @@ def encode_state(state: NumberState) -> bytes:
         _put_send(out, state.last)
     if state.previous is not None:
         _put_send(out, state.previous)
-    out.append(len(passes))
-    for decision_id in passes:
-        _put_ref(out, decision_id)
+    _put_refs(out, passes)
     if state.finished:
         out[1] |= _HAS_FINISHED
-        out.append(len(state.finished))
-        for decision_id in state.finished:
-            _put_ref(out, decision_id)
+        _put_refs(out, state.finished)
     if state.held:
         out[1] |= _HAS_HELD
         out.append(len(state.held))
@@ -97,14 +99,10 @@ def encode_state(state: NumberState) -> bytes:
         _put_text(out, state.opted_out.channel)
     if state.failed_in_a_row:
         out[1] |= _HAS_FAILED
-        out.append(len(state.failed_in_a_row))
-        for decision_id in state.failed_in_a_row:
-            _put_ref(out, decision_id)
+        _put_refs(out, state.failed_in_a_row)
     if state.expired:
         out[2] |= _HAS_EXPIRED  # version 2
-        out.append(len(state.expired))
-        for decision_id in state.expired:
-            _put_ref(out, decision_id)
+        _put_refs(out, state.expired)
     if state.updated_at_ms:
         out[2] |= _HAS_UPDATED
         out += _TIME.pack(state.updated_at_ms)
