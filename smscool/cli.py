@@ -282,7 +282,7 @@ def _number_of(args: argparse.Namespace) -> str | None:
 def cmd_erase(args: argparse.Namespace) -> int:
     from streams.erasure import erasure_record, hashed_opt_out_record
     from streams.kafka import ensure_topics, produce_all, producer
-    from streams.optouts import keys_naming, read_opt_outs
+    from streams.optouts import read_opt_outs_and_keys
     from streams.outcomes import OPT_OUT_BY_CLI
 
     settings = _settings()
@@ -296,8 +296,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
                 [erasure_record(e164, settings.clock.now_ms(), OPT_OUT_BY_CLI)], timeout_s=35)
     print(f"erasure of {e164} sent: the cooldown table (a tombstone in its changelog), its "
           f"held messages (tombstones on {topics.HELD}) and the connector's ledger")
-    mark = read_opt_outs(bootstrap).get(e164)
-    keys = keys_naming(bootstrap, e164)
+    opted_out, keys_by_number = read_opt_outs_and_keys(bootstrap)
+    mark, keys = opted_out.get(e164), keys_by_number.get(e164, set())
     if mark is not None and not settings.number_secret:
         print(f"it is opted out, and SMSCOOL_NUMBER_SECRET is not set: its opt-out stays on "
               f"{topics.OPTOUTS} and in the table under the number itself, so that it is "

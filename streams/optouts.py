@@ -55,15 +55,13 @@ def read_opt_outs(bootstrap: str) -> dict[str, OptedOut]:
     """The numbers opted out now, by E.164 (an erased one by its hash), as sms.optouts
     says (for the command line): its records applied in the order of each partition,
     as the cooldown agents do."""
-    return _read(bootstrap)[0]
+    return read_opt_outs_and_keys(bootstrap)[0]
 
 
-def keys_naming(bootstrap: str, e164: str) -> set[bytes]:
-    """The keys of sms.optouts whose records name the number (in any written form)."""
-    return _read(bootstrap)[1].get(e164, set())
-
-
-def _read(bootstrap: str) -> tuple[dict[str, OptedOut], dict[str, set[bytes]]]:
+def read_opt_outs_and_keys(bootstrap: str) -> tuple[dict[str, OptedOut],
+                                                    dict[str, set[bytes]]]:
+    """`read_opt_outs`, and by number the keys of sms.optouts whose records name it (in
+    any written form)."""
     from streams.kafka import read_records
 
     opted_out: dict[str, OptedOut] = {}
