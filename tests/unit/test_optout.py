@@ -268,3 +268,16 @@ def test_a_refused_send_counts_towards_the_opt_out_only_when_refused_for_good(
                  Limits(5 * 60_000, 7 * 24 * HOUR, limit))
     assert [o.record.kind for o in outs] == kinds
     assert all(o.record.failures_to_opt_out == limit for o in outs if o.record.kind == "failed")
+
+
+def test_an_erasure_request_reaches_the_number_and_a_hashed_opt_out_routes_nothing():
+    from streams.erasure import erasure_record, hashed_opt_out_record
+
+    _, value = erasure_record(E164, T0 - 5, "cli")
+    (out,) = route(Source(topics.ERASURES, 0, 1, T0, None, value), Catalog(),
+                   Limits(5 * 60_000, 7 * 24 * HOUR))
+    assert (out.topic, out.record.kind, out.record.e164, out.record.at_ms,
+            out.record.origin) == (topics.BY_NUMBER, "erase", E164, T0 - 5, "cli")
+    key, value = hashed_opt_out_record(b"secret", E164, OptedOut(T0, "cli"))
+    assert key.startswith(b"hmac-sha256:") and E164[1:].encode() not in key + value
+    assert route_one(value, key) == []
