@@ -136,10 +136,14 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
                 await asyncio.sleep(tick_s)
                 continue
             try:
-                decided = release_due(pipeline, clock.now_ms())
+                releases = plan_releases(pipeline, clock.now_ms())
+                decided = releases.stepped
                 if decided:
-                    # The states may go to the stores once their changelog records are
-                    # acknowledged; without this they would wait for the next bundle.
+                    # The releases' records first (`plan_releases`), then the states;
+                    # these may go to the stores once their changelog records are
+                    # acknowledged, and without this would wait for the next bundle.
+                    await outputs.flush()
+                    write_releases(pipeline, releases)
                     await outputs.flush()
                     pipeline.states.persist()
             except Exception:
@@ -305,12 +309,33 @@ def _restore_erased_opt_outs(pipeline: Pipeline, partition: int,
     return restored
 
 
+@dataclass
+class Releases:
+    """A pass of the release timer, its records sent and its state writes not made yet:
+    per partition, per number, the writes and the state bytes they follow from."""
+
+    stepped: int = 0
+    writes: dict[int, dict[bytes, tuple[bytes | None, dict[bytes, bytes | None]]]] = \
+        field(default_factory=dict)
+
+
 def release_due(pipeline: Pipeline, now_ms: int) -> int:
     """Step every number of the assigned partitions whose held messages are due at
-    `now_ms` (and releasable: `Pipeline.releasable_until`); returns how many numbers
-    were stepped (at most RELEASE_BATCH a partition)."""
+    `now_ms` (and releasable: `Pipeline.releasable_until`), and write their states;
+    returns how many numbers were stepped (at most RELEASE_BATCH a partition)."""
+    releases = plan_releases(pipeline, now_ms)
+    write_releases(pipeline, releases)
+    return releases.stepped
+
+
+def plan_releases(pipeline: Pipeline, now_ms: int) -> Releases:
+    """`release_due`'s first half: the due messages decided, their records sent; the
+    states to write come back. The release timer writes them only once the records are
+    acknowledged: a release has no input offset to be replayed from, so a state that
+    says "released" must never reach the changelog before the release's decision and
+    send request reach Kafka."""
     states = pipeline.states
-    stepped = 0
+    releases = Releases()
     for partition in range(pipeline.settings.partitions):
         until = pipeline.releasable_until(partition, now_ms)
         if until < 0 or not states.open(partition):
@@ -322,8 +347,10 @@ def release_due(pipeline: Pipeline, now_ms: int) -> int:
         for key in due:
             found.setdefault(parse_index_key(key)[1], []).append(key)
         numbers = list(found)
-        writes: dict[bytes, bytes | None] = {}
+        planned = releases.writes.setdefault(partition, {})
         for e164, value in zip(numbers, states.read(partition, numbers), strict=True):
+            writes: dict[bytes, bytes | None] = {}
+            planned[e164] = (value, writes)
             try:
                 state = decode_state(value)
             except ValueError:
@@ -346,9 +373,25 @@ def release_due(pipeline: Pipeline, now_ms: int) -> int:
             # Entries that point at nothing due (left by a crash between writes).
             kept = index_keys(e164, new_state)
             writes.update((key, None) for key in found[e164] if key not in kept)
+        releases.stepped += len(numbers)
+    return releases
+
+
+def write_releases(pipeline: Pipeline, releases: Releases) -> None:
+    """`release_due`'s second half: the planned states written, except those of numbers
+    whose state changed since the plan read it (a bundle for the number came between:
+    it released the same messages at the same moments, and its state is the newer)."""
+    states = pipeline.states
+    for partition, planned in releases.writes.items():
+        if not states.open(partition):
+            continue  # revoked meanwhile: its next owner releases them
+        numbers = list(planned)
+        writes: dict[bytes, bytes | None] = {}
+        for e164, now in zip(numbers, states.read(partition, numbers), strict=True):
+            seen, number_writes = planned[e164]
+            if now == seen:
+                writes.update(number_writes)
         states.write(partition, writes)
-        stepped += len(numbers)
-    return stepped
 
 
 def _held_changes(pipeline: Pipeline, e164: bytes, before: NumberState | None,

@@ -6,7 +6,7 @@ reaches every number of the partition. Explicit times, no broker."""
 from dataclasses import replace
 
 from streams import codecs, topics
-from streams.agents import release_due
+from streams.agents import plan_releases, release_due, write_releases
 from streams.bundles import encode_bundles, partition_for
 from streams.held import INDEX_PREFIX, index_key
 from streams.outcomes import CANCELLED, COLLAPSED, DEFERRED_COOLDOWN, HELD_WINDOW, RELEASED
@@ -135,3 +135,29 @@ def test_a_release_waits_until_every_input_is_read_up_to_its_time(
     assert release_due(pipeline, OPENING + 1000) == 1
     ((_, send),) = outbox.records
     assert send["decided_at_ms"] == OPENING
+
+
+def test_a_release_reaches_the_changelog_only_after_its_records_and_not_over_a_newer_state(
+        feed, cooldown_agent, pipeline, outputs, store, decisions, outbox):
+    changelog = outputs.by_topic[topics.changelog_topic(pipeline.settings.app_id)].raw
+    feed(cooldown_agent, [bundle(trigger("evt-1", T0), trigger("evt-2", T0, e164=b"+4520123499",
+                                                                automation_id="other"))],
+         timestamp_ms=T0)
+    written = len(changelog)
+    releases = plan_releases(pipeline, OPENING + 150)
+    # The decisions and send requests are out; no state has been written yet.
+    assert [d["outcome"] for d in decisions.values][-1] == RELEASED
+    assert len(outbox.values) >= 1 and len(changelog) == written
+    # A bundle for one of the numbers comes first: it releases the same message at the
+    # same moment, and its state is the one that stays.
+    other = b"+4520123499"
+    feed(cooldown_agent, [bundle(trigger("evt-3", OPENING + 200, e164=other,
+                                         automation_id="other"),
+                                 partition=partition_for(other, DEFAULT_PARTITIONS))],
+         timestamp_ms=OPENING + 200)
+    after_bundle = store[other]
+    write_releases(pipeline, releases)
+    pipeline.states.persist()
+    assert store[other] == after_bundle
+    assert decode_state(store[KEY]).held == ()
+    assert len(changelog) > written
