@@ -130,7 +130,16 @@ def _print_automation(a: Any) -> None:
     print(f"{a.automation_id:24} {state:8}  {a.title!r}\n"
           f"{'':24} {recipients}; {a.country}; {window}; {cooldown}; "
           f"held at most {format_duration(a.max_hold_ms)}; priority {a.priority}; "
-          f"from {a.sender!r}: {a.message!r}")
+          f"from {a.sender!r}: {a.message!r}\n{'':24} {_message_facts(a.message)}")
+
+
+def _message_facts(message: str) -> str:
+    from streams.validation import attributes_of, sms_length
+
+    length = sms_length(message)
+    uses = ", ".join("{" + name + "}" for name in attributes_of(message)) or "no attributes"
+    return (f"message uses {uses}; as written, {length.parts} SMS part(s) in "
+            f"{length.encoding} ({length.units} units; attributes add their length)")
 
 
 def cmd_automation(args: argparse.Namespace) -> int:
@@ -171,6 +180,15 @@ def cmd_automation(args: argparse.Namespace) -> int:
             automation = current.updated(updated_at_ms=now_ms, **_automation_fields(args))
         else:
             automation = current.updated(updated_at_ms=now_ms, enabled=args.action == "enable")
+    if args.action in ("create", "update"):
+        from streams.validation import automation_errors
+
+        errors = automation_errors(automation)
+        for error in errors:
+            print(f"smscool automation {args.action}: --{error.field}: {error.error}",
+                  file=sys.stderr)
+        if errors:
+            return 2
     publish_automation(bootstrap, automation)
     _print_automation(automation)
     if args.action == "disable":
