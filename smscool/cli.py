@@ -407,6 +407,31 @@ def cmd_connector(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from smscool.web import serve
+
+    settings = _settings()
+    settings.require_bootstrap()
+    if not settings.web_token and not settings.web_open_reads:
+        print("smscool web: set SMSCOOL_WEB_TOKEN (every write needs it as a bearer token), "
+              "or SMSCOOL_WEB_OPEN_READS=true for a read-only API on loopback",
+              file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(run())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from smscool.demo import run_demo
 
@@ -532,6 +557,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--follow", action="store_true", help="keep waiting for new records")
     t.add_argument("--idle", type=float, default=2.0, help="stop after this many idle seconds")
     t.set_defaults(func=cmd_tail)
+
+    sub.add_parser("web", help="serve the REST API over the automations "
+                               "(SMSCOOL_WEB_PORT, SMSCOOL_WEB_TOKEN)").set_defaults(func=cmd_web)
 
     d = sub.add_parser("demo", help="run the whole pipeline on the embedded broker")
     d.add_argument("--triggers", type=int, default=5000)

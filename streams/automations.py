@@ -54,6 +54,14 @@ class MissingAttribute(KeyError):
     pass
 
 
+class InvalidField(ValueError):
+    """An automation's field that cannot be as given; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True)
 class Automation:
     automation_id: str
@@ -79,22 +87,37 @@ class Automation:
 
     def __post_init__(self) -> None:
         if self.outside_window not in (HOLD, DROP):
-            raise ValueError(f"outside_window is '{HOLD}' or '{DROP}', "
-                             f"not {self.outside_window!r}")
+            raise InvalidField("outside_window", f"outside_window is '{HOLD}' or '{DROP}', "
+                                                 f"not {self.outside_window!r}")
         if self.on_cooldown not in (DROP, DEFER):
-            raise ValueError(f"on_cooldown is '{DROP}' or '{DEFER}', not {self.on_cooldown!r}")
+            raise InvalidField("on_cooldown", f"on_cooldown is '{DROP}' or '{DEFER}', "
+                                              f"not {self.on_cooldown!r}")
         if self.max_hold_ms <= 0:
-            raise ValueError("the maximum hold must be greater than zero")
+            raise InvalidField("max_hold_ms", "the maximum hold must be greater than zero")
         if not -1_000_000 <= self.priority <= 1_000_000:
-            raise ValueError("a priority lies between -1000000 and 1000000")
+            raise InvalidField("priority", "a priority lies between -1000000 and 1000000")
         if not self.automation_id.strip():
-            raise ValueError("an automation needs an id")
+            raise InvalidField("automation_id", "an automation needs an id")
         if len(self.automation_id.encode()) > 100:
-            raise ValueError("an automation id has at most 100 bytes")
-        region_for_country(self.country)
+            raise InvalidField("automation_id", "an automation id has at most 100 bytes")
+        try:
+            region_for_country(self.country)
+        except ValueError as exc:
+            raise InvalidField("country", str(exc)) from None
         if self.cooldown_enabled and self.cooldown_ms <= 0:
-            raise ValueError("cooldown needs an interval greater than zero")
-        self.sending_window()  # validates window and time zone
+            raise InvalidField("cooldown_ms", "cooldown needs an interval greater than zero")
+        try:
+            zone = self.zone
+        except ValueError as exc:  # a country with several zones, and none given
+            raise InvalidField("timezone", str(exc)) from None
+        try:
+            parse_window(ALWAYS, zone)
+        except ValueError as exc:
+            raise InvalidField("timezone", str(exc)) from None
+        try:
+            self.sending_window()
+        except ValueError as exc:
+            raise InvalidField("window", str(exc)) from None
 
     @property
     def region(self) -> str:

@@ -139,6 +139,13 @@ class Settings:
     # than the longest cooldown of any automation and this margin (which also covers a
     # replay of the triggers since the last commit).
     retention_margin_ms: int = 86_400_000
+    # `smscool web`, the REST API: where it listens (loopback unless told otherwise; 0: a
+    # free port), the bearer token every write needs (secret), and whether reads from
+    # loopback need none.
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    web_token: str = field(default="", repr=False)
+    web_open_reads: bool = False
     # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
@@ -207,6 +214,10 @@ class Settings:
             opt_out_after_failures=opt_out_after_failures,
             number_secret=env.get("SMSCOOL_NUMBER_SECRET", "").encode(),
             retention_margin_ms=retention_margin_ms,
+            web_host=env.get("SMSCOOL_WEB_HOST", "").strip() or "127.0.0.1",
+            web_port=_int(env, "SMSCOOL_WEB_PORT", 8080),
+            web_token=env.get("SMSCOOL_WEB_TOKEN", "").strip(),
+            web_open_reads=_bool(env, "SMSCOOL_WEB_OPEN_READS", False),
             # Without a configured key, hashes are still unlinkable to numbers but only
             # comparable within one process.
             log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(16),

@@ -1,5 +1,5 @@
 """What a gateway would refuse later, refused when an automation is written: one module
-for every path that writes one (the command line now).
+for every path that writes one (the command line and the REST API).
 
 A sender is what the phone shows as "from": 1–11 characters of the GSM 7-bit alphabet,
 or a number of up to 15 digits. Title and message must say something. A message's
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from streams.automations import Automation
+from streams.automations import Automation, InvalidField
 
 # GSM 03.38: the basic character set, and the extension table (an escape and a
 # character: two septets each).
@@ -85,3 +86,45 @@ def sms_length(text: str) -> SmsLength:
         return SmsLength("GSM-7", units, 1 if units <= 160 else -(-units // 153))
     units = len(text.encode("utf-16-le")) // 2
     return SmsLength("UCS-2", units, 1 if units <= 70 else -(-units // 67))
+
+
+# What a writer of an automation may give, with the JSON types each takes.
+EDITABLE: dict[str, tuple[type, ...]] = {
+    "title": (str,), "event_type": (str, type(None)), "segment": (str, type(None)),
+    "country": (str,), "timezone": (str, type(None)), "window": (str,), "message": (str,),
+    "sender": (str,), "enabled": (bool,), "cooldown_enabled": (bool,), "cooldown_ms": (int,),
+    "failed_sends_count": (bool,), "outside_window": (str,), "on_cooldown": (str,),
+    "max_hold_ms": (int,), "priority": (int,), "transactional": (bool,),
+}
+REQUIRED = ("title", "country", "message", "sender")
+
+
+def build_automation(automation_id: str, fields: dict[str, Any], base: Automation | None,
+                     now_ms: int) -> tuple[Automation | None, list[FieldError]]:
+    """An automation from JSON fields: a new one (`base` None) or `base` with `fields`
+    changed; or the fields that cannot be as given, and why."""
+    errors = [FieldError(name, "not a field of an automation")
+              for name in fields if name not in EDITABLE]
+    for name, value in fields.items():
+        kinds = EDITABLE.get(name)
+        if kinds is not None and (not isinstance(value, kinds) or
+                                  (isinstance(value, bool) and bool not in kinds)):
+            errors.append(FieldError(name, f"must be {_kinds(kinds)}"))
+    if base is None:
+        errors += [FieldError(name, "is needed") for name in REQUIRED if name not in fields]
+    if errors:
+        return None, errors
+    record = {**(base.to_record() if base is not None else {}), **fields,
+              "automation_id": automation_id, "updated_at_ms": now_ms}
+    try:
+        automation = Automation.from_record(record)
+    except InvalidField as exc:
+        return None, [FieldError(exc.field, str(exc))]
+    errors = automation_errors(automation)
+    return (None, errors) if errors else (automation, [])
+
+
+def _kinds(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "a whole number", bool: "true or false",
+             type(None): "null"}
+    return " or ".join(names[kind] for kind in kinds)

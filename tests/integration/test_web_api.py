@@ -1,0 +1,117 @@
+"""The REST API (`smscool web`) against the embedded broker: create, update, enable and
+disable automations; each invalid field answered 400 with its name; no token, no
+access; reads open on loopback only when told."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smscool.processes import ServiceProcess
+from streams.automations import read_catalog
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "web-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WELCOME = {"automation_id": "welcome", "title": "Welcome", "event_type": "signup",
+           "country": "DK", "message": "Hi {name}, welcome to {shop}", "sender": "Shop",
+           "cooldown_enabled": True, "cooldown_ms": 86_400_000}
+
+
+def call(base: str, method: str, path: str, body: object = None,
+         headers: dict[str, str] | None = None) -> tuple[int, object]:
+    request = urllib.request.Request(
+        base + path, method=method, headers={"Content-Type": "application/json",
+                                             **(AUTH if headers is None else headers)},
+        data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def start_web(bootstrap: str, tmp_path: Path, **env: str) -> ServiceProcess:
+    web = ServiceProcess(["web"], tmp_path / "web.log", {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SMSCOOL_WEB_PORT": "0", **env}).start()
+    web.base = web.logged_after("REST API listening: ", 60)  # type: ignore[attr-defined]
+    return web
+
+
+@pytest.fixture
+def api(bootstrap: str, tmp_path: Path) -> Iterator[str]:
+    web = start_web(bootstrap, tmp_path, SMSCOOL_WEB_TOKEN=TOKEN)
+    try:
+        yield web.base  # type: ignore[attr-defined]
+    finally:
+        web.stop()
+    assert TOKEN not in (tmp_path / "web.log").read_text()
+
+
+def test_create_update_disable_and_enable(api, bootstrap):
+    assert call(api, "GET", "/healthz", headers={}) == (200, {"status": "up"})
+    status, created = call(api, "POST", "/automations", WELCOME)
+    assert status == 201
+    assert created["attributes"] == ["name", "shop"]
+    # As written: each brace takes two septets.
+    assert created["message_length"] == {"encoding": "GSM-7", "units": 32, "parts": 1}
+    assert call(api, "POST", "/automations", WELCOME)[0] == 409
+    status, updated = call(api, "PATCH", "/automations/welcome",
+                           {"cooldown_ms": 3_600_000, "window": "daily 08:00-21:00"})
+    assert status == 200 and updated["cooldown_ms"] == 3_600_000
+    assert call(api, "POST", "/automations/welcome/disable")[1]["enabled"] is False
+    assert call(api, "GET", "/automations/welcome")[1]["enabled"] is False
+    assert call(api, "POST", "/automations/welcome/enable")[1]["enabled"] is True
+    status, listed = call(api, "GET", "/automations")
+    assert [a["automation_id"] for a in listed] == ["welcome"]
+    stored = read_catalog(bootstrap).get("welcome")
+    assert (stored.cooldown_ms, stored.window, stored.enabled) == (
+        3_600_000, "daily 08:00-21:00", True)
+    assert call(api, "GET", "/automations/nope")[0] == 404
+    assert call(api, "GET", "/readyz", headers={})[0] == 200
+
+
+@pytest.mark.parametrize(("change", "field", "said"), [
+    ({"title": ""}, "title", "a title is needed"),
+    ({"message": " "}, "message", "a message is needed"),
+    ({"sender": ""}, "sender", "a sender is needed"),
+    ({"sender": "A" * 22}, "sender", "at most 11 characters, not 22"),
+    ({"country": "XX"}, "country", "XX"),
+    ({"timezone": "Mars/Base"}, "timezone", "unknown time zone"),
+    ({"window": "sometimes"}, "window", "bad sending window"),
+    ({"cooldown_ms": 0}, "cooldown_ms", "greater than zero"),
+    ({"cooldown_ms": "a day"}, "cooldown_ms", "must be a whole number"),
+    ({"enabled": 1}, "enabled", "must be true or false"),
+    ({"outside_window": "maybe"}, "outside_window", "'hold' or 'drop'"),
+    ({"on_cooldown": "later"}, "on_cooldown", "'drop' or 'defer'"),
+    ({"max_hold_ms": -1}, "max_hold_ms", "greater than zero"),
+    ({"priority": 10**7}, "priority", "between"),
+    ({"colour": "red"}, "colour", "not a field"),
+])
+def test_each_invalid_field_is_named(api, change, field, said):
+    status, answer = call(api, "POST", "/automations", {**WELCOME, **change})
+    assert status == 400, answer
+    assert answer["field"] == field and said in answer["error"], answer
+    assert "Traceback" not in json.dumps(answer)
+
+
+def test_without_the_token_nothing_is_served(api):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        assert call(api, "POST", "/automations", WELCOME, headers)[0] == 401
+        assert call(api, "GET", "/automations", headers=headers)[0] == 401
+    assert call(api, "POST", "/automations", "[not an object]")[0] == 400
+
+
+def test_reads_are_open_on_loopback_only_when_told(bootstrap, tmp_path):
+    web = start_web(bootstrap, tmp_path, SMSCOOL_WEB_OPEN_READS="true")
+    try:
+        assert call(web.base, "GET", "/automations", headers={}) == (200, [])
+        assert call(web.base, "POST", "/automations", WELCOME, headers={})[0] == 401
+    finally:
+        web.stop()
