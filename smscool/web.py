@@ -11,6 +11,7 @@ worker's state, scales and restarts apart from them, and a worker stays a worker
     POST /automations                          create: {"automation_id": …, fields…}
     PATCH /automations/{id}                    update the fields given
     POST /automations/{id}/enable              (and /disable: its held messages end)
+    GET  /automations/{id}/counts              its decisions by outcome, last hour and day
 
 Every write needs `Authorization: Bearer <SMSCOOL_WEB_TOKEN>`, and so does every read
 unless `SMSCOOL_WEB_OPEN_READS=true` and the request comes from loopback. Errors are
@@ -26,13 +27,17 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from streams import codecs, topics
 from streams.automations import Automation, Catalog, CatalogFollower, publish_automation
+from streams.kafka import ensure_topics
 from streams.settings import Settings
 from streams.validation import FieldError, attributes_of, build_automation, sms_length
 
@@ -61,14 +66,59 @@ def _errors(errors: list[FieldError]) -> web.Response:
                                          for e in errors]}, status=400)
 
 
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+
+
+class DecisionCounts:
+    """Decisions by automation and outcome, per minute of `decided_at_ms`, read from
+    sms.decisions (from its start, outside any group); a decision given again (a replay)
+    counts once. `add` takes one record's value; `since` sums from a moment on."""
+
+    def __init__(self) -> None:
+        self._minutes: dict[str, dict[int, Counter[str]]] = {}
+        self._seen: dict[tuple[str, str], int] = {}  # (decision id, outcome) -> minute
+
+    def add(self, value: bytes | None, now_ms: int) -> None:
+        try:
+            decision = codecs.DECISION.decode(value)
+        except codecs.CodecError:
+            return
+        minute = decision["decided_at_ms"] // 60_000
+        if minute < (now_ms - DAY_MS) // 60_000:
+            return  # older than anything asked for
+        seen = (decision["decision_id"], decision["outcome"])
+        if seen in self._seen:
+            return
+        self._seen[seen] = minute
+        automation = decision["automation_id"] or ""
+        self._minutes.setdefault(automation, {}).setdefault(minute, Counter())[
+            decision["outcome"]] += 1
+
+    def since(self, automation_id: str, from_ms: int) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for minute, counts in self._minutes.get(automation_id, {}).items():
+            if minute * 60_000 >= from_ms - 59_999:
+                total.update(counts)
+        return dict(sorted(total.items()))
+
+    def forget_before(self, from_ms: int) -> None:
+        first = from_ms // 60_000
+        for minutes in self._minutes.values():
+            for minute in [m for m in minutes if m < first]:
+                del minutes[minute]
+        self._seen = {k: m for k, m in self._seen.items() if m >= first}
+
+
 class AutomationsApi:
     """The routes, over a catalog kept in step by `follower` (polled before each read)
     and a `publish` that writes a definition and returns once Kafka has it."""
 
     def __init__(self, settings: Settings, catalog: Catalog, follower: Any,
                  publish: Callable[[Automation], None],
-                 cancel_held: Callable[[str], None]) -> None:
+                 cancel_held: Callable[[str], None],
+                 decisions: Callable[[], DecisionCounts] | None = None) -> None:
         self.settings = settings
+        self.decisions = decisions
         self.catalog = catalog
         self.follower = follower
         self.publish = publish
@@ -85,6 +135,7 @@ class AutomationsApi:
         app.router.add_patch("/automations/{automation_id}", self._update)
         app.router.add_post("/automations/{automation_id}/enable", self._enable)
         app.router.add_post("/automations/{automation_id}/disable", self._disable)
+        app.router.add_get("/automations/{automation_id}/counts", self._counts)
         return app
 
     # -- authentication and errors ----------------------------------------------------
@@ -172,6 +223,17 @@ class AutomationsApi:
             None, self.cancel_held, automation.automation_id)
         return web.json_response(automation_json(automation))
 
+    async def _counts(self, request: web.Request) -> web.Response:
+        automation = self._find(request)
+        if self.decisions is None:
+            return _error(503, None, "decision counts are not served here")
+        counts = await asyncio.get_running_loop().run_in_executor(None, self.decisions)
+        now = _now_ms()
+        return web.json_response({
+            "automation_id": automation.automation_id,
+            "last_hour": counts.since(automation.automation_id, now - HOUR_MS),
+            "last_day": counts.since(automation.automation_id, now - DAY_MS)})
+
     # -- helpers ----------------------------------------------------------------------
 
     def _find(self, request: web.Request) -> Automation:
@@ -214,8 +276,18 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         send_cancel(bootstrap, settings.partitions, automation_id, AUTOMATION_DISABLED,
                     settings.clock.now_ms())
 
+    ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
+    counts = DecisionCounts()
+    reader = _decisions_reader(bootstrap)
+    reading = threading.Lock()  # requests ask from threads of their own
+
+    def decisions() -> DecisionCounts:
+        """The counts, with what sms.decisions got since the last call added."""
+        with reading:
+            return _read_decisions(reader, counts)
+
     api = AutomationsApi(settings, catalog, follower,
-                         lambda a: publish_automation(bootstrap, a), cancel_held)
+                         lambda a: publish_automation(bootstrap, a), cancel_held, decisions)
     runner = web.AppRunner(api.app(), access_log=None)  # a log line could carry a token
     await runner.setup()
     await web.TCPSite(runner, settings.web_host, settings.web_port).start()
@@ -228,3 +300,32 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         await runner.cleanup()
         follower.close()
+        reader.close()
+
+
+def _read_decisions(reader: Any, counts: DecisionCounts) -> DecisionCounts:
+    """`counts` with what sms.decisions got since the last read added."""
+    now = _now_ms()
+    while True:
+        batch = reader.consume(5000, timeout=0.2)
+        for message in batch:
+            if message.error() is None:
+                counts.add(message.value(), now)
+        if len(batch) < 5000:
+            break
+    counts.forget_before(now - DAY_MS)
+    return counts
+
+
+def _decisions_reader(bootstrap: str) -> Any:
+    """sms.decisions from its start, every partition, outside any consumer group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.kafka import librdkafka_log
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "logger": librdkafka_log,
+                         "group.id": "smscool-web-decisions", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    metadata = consumer.list_topics(topics.DECISIONS, timeout=10).topics[topics.DECISIONS]
+    consumer.assign([TopicPartition(topics.DECISIONS, p, 0) for p in metadata.partitions])
+    return consumer

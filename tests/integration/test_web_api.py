@@ -115,3 +115,28 @@ def test_reads_are_open_on_loopback_only_when_told(bootstrap, tmp_path):
         assert call(web.base, "POST", "/automations", WELCOME, headers={})[0] == 401
     finally:
         web.stop()
+
+
+def test_counts_after_a_known_set_of_triggers(api, bootstrap, start_worker):
+    from streams import topics
+    from streams.kafka import produce_all, producer
+    from tests.helpers import decisions_by_event, now_ms, trigger
+
+    assert call(api, "POST", "/automations", WELCOME)[0] == 201
+    start_worker()
+    t = now_ms()
+    # The same number twice (one passes, the cooldown holds the other back), a third
+    # number once, and a trigger whose number cannot be read.
+    shop = {"attributes": {"name": "Ada", "shop": "Nord"}}
+    triggers = [trigger("c-1", "+4520123401", t, **shop),
+                trigger("c-2", "+4520123401", t + 1, **shop),
+                trigger("c-3", "+4520123402", t, **shop), trigger("c-4", "+45 123", t, **shop)]
+    produce_all(producer(bootstrap), topics.TRIGGERS,
+                [(tr["event_id"].encode(), json.dumps(tr).encode()) for tr in triggers])
+    decisions_by_event(bootstrap, 4, 90)
+    status, counts = call(api, "GET", "/automations/welcome/counts")
+    assert status == 200
+    expected = {"passed": 2, "suppressed_cooldown": 1, "invalid_number": 1}
+    assert counts == {"automation_id": "welcome", "last_hour": expected,
+                      "last_day": expected}
+    assert call(api, "GET", "/automations/nope/counts")[0] == 404
