@@ -12,6 +12,9 @@ worker's state, scales and restarts apart from them, and a worker stays a worker
     PATCH /automations/{id}                    update the fields given
     POST /automations/{id}/enable              (and /disable: its held messages end)
     GET  /automations/{id}/counts              its decisions by outcome, last hour and day
+    GET  /automations/{id}/why?number=…        the number's latest decisions and causes
+    POST /check                                a message's facts, a country's time zone
+    GET  /                                     the page (files in smscool/page/)
 
 Every write needs `Authorization: Bearer <SMSCOOL_WEB_TOKEN>`, and so does every read
 unless `SMSCOOL_WEB_OPEN_READS=true` and the request comes from loopback. Errors are
@@ -27,32 +30,66 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from streams import codecs, topics
-from streams.automations import Automation, Catalog, CatalogFollower, publish_automation
+from smscool.decision_view import DAY_MS, HOUR_MS, DecisionCounts, DecisionReader
+from streams import topics
+from streams.automations import (
+    Automation,
+    Catalog,
+    CatalogFollower,
+    InvalidField,
+    publish_automation,
+)
 from streams.kafka import ensure_topics
+from streams.numbers import InvalidNumber, to_e164
 from streams.settings import Settings
-from streams.validation import FieldError, attributes_of, build_automation, sms_length
+from streams.validation import (
+    EDITABLE,
+    FieldError,
+    attributes_of,
+    build_automation,
+    sms_length,
+)
+from streams.window import DAY_NAMES
+
+# The page: static files, no build step, nothing fetched from elsewhere.
+PAGE = Path(__file__).with_name("page")
+PAGE_FILES = {"index.html": "text/html", "page.js": "text/javascript",
+              "page.css": "text/css"}
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def automation_json(automation: Automation) -> dict[str, Any]:
-    """An automation as the API shows it: its fields, the attributes its message uses
-    and the message's length in SMS parts as written."""
-    length = sms_length(automation.message)
-    return {**automation.to_record(), "attributes": attributes_of(automation.message),
+def message_facts(message: str) -> dict[str, Any]:
+    """The attributes a message uses and its length in SMS parts as written."""
+    length = sms_length(message)
+    return {"attributes": attributes_of(message),
             "message_length": {"encoding": length.encoding, "units": length.units,
                                "parts": length.parts}}
+
+
+def automation_json(automation: Automation) -> dict[str, Any]:
+    """An automation as the API shows it: its fields, its message's facts, the time zone
+    its window keeps and the window's days and hours (null: always open)."""
+    window = automation.sending_window()
+    hours = None
+    if automation.window != "always":
+        hours = {"days": [DAY_NAMES[d] for d in sorted(window.days)],
+                 "start": _clock(window.start_minute), "end": _clock(window.end_minute)}
+    return {**automation.to_record(), **message_facts(automation.message),
+            "zone": automation.zone, "sending_hours": hours}
+
+
+def _clock(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
 def _error(status: int, field: str | None, error: str) -> web.Response:
@@ -64,49 +101,6 @@ def _errors(errors: list[FieldError]) -> web.Response:
     return web.json_response({"field": first.field, "error": first.error,
                               "errors": [{"field": e.field, "error": e.error}
                                          for e in errors]}, status=400)
-
-
-HOUR_MS, DAY_MS = 3_600_000, 86_400_000
-
-
-class DecisionCounts:
-    """Decisions by automation and outcome, per minute of `decided_at_ms`, read from
-    sms.decisions (from its start, outside any group); a decision given again (a replay)
-    counts once. `add` takes one record's value; `since` sums from a moment on."""
-
-    def __init__(self) -> None:
-        self._minutes: dict[str, dict[int, Counter[str]]] = {}
-        self._seen: dict[tuple[str, str], int] = {}  # (decision id, outcome) -> minute
-
-    def add(self, value: bytes | None, now_ms: int) -> None:
-        try:
-            decision = codecs.DECISION.decode(value)
-        except codecs.CodecError:
-            return
-        minute = decision["decided_at_ms"] // 60_000
-        if minute < (now_ms - DAY_MS) // 60_000:
-            return  # older than anything asked for
-        seen = (decision["decision_id"], decision["outcome"])
-        if seen in self._seen:
-            return
-        self._seen[seen] = minute
-        automation = decision["automation_id"] or ""
-        self._minutes.setdefault(automation, {}).setdefault(minute, Counter())[
-            decision["outcome"]] += 1
-
-    def since(self, automation_id: str, from_ms: int) -> dict[str, int]:
-        total: Counter[str] = Counter()
-        for minute, counts in self._minutes.get(automation_id, {}).items():
-            if minute * 60_000 >= from_ms - 59_999:
-                total.update(counts)
-        return dict(sorted(total.items()))
-
-    def forget_before(self, from_ms: int) -> None:
-        first = from_ms // 60_000
-        for minutes in self._minutes.values():
-            for minute in [m for m in minutes if m < first]:
-                del minutes[minute]
-        self._seen = {k: m for k, m in self._seen.items() if m >= first}
 
 
 class AutomationsApi:
@@ -136,13 +130,20 @@ class AutomationsApi:
         app.router.add_post("/automations/{automation_id}/enable", self._enable)
         app.router.add_post("/automations/{automation_id}/disable", self._disable)
         app.router.add_get("/automations/{automation_id}/counts", self._counts)
+        app.router.add_get("/automations/{automation_id}/why", self._why)
+        app.router.add_post("/check", self._check)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/page/{name}", self._page)
         return app
 
     # -- authentication and errors ----------------------------------------------------
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in ("/healthz", "/readyz") and not self._allowed(request):
+        # The page's files hold no data: the page asks for the token itself.
+        open_path = request.path in ("/healthz", "/readyz", "/") or (
+            request.path.startswith("/page/"))
+        if not open_path and not self._allowed(request):
             return _error(401, None, "a bearer token is needed (Authorization: Bearer …)")
         try:
             return await handler(request)
@@ -234,6 +235,51 @@ class AutomationsApi:
             "last_hour": counts.since(automation.automation_id, now - HOUR_MS),
             "last_day": counts.since(automation.automation_id, now - DAY_MS)})
 
+    async def _why(self, request: web.Request) -> web.Response:
+        """The number's latest decisions for this automation, with their causes. The
+        number is normalized with the automation's country and shown back as its tag;
+        as written (E.164) only to the caller who sent it, which is every caller here."""
+        automation = self._find(request)
+        number = request.query.get("number", "")
+        try:
+            e164 = to_e164(number, automation.country)
+        except InvalidNumber as exc:
+            return _error(400, "number", str(exc))
+        if self.decisions is None:
+            return _error(503, None, "decisions are not served here")
+        counts = await asyncio.get_running_loop().run_in_executor(None, self.decisions)
+        return web.json_response({
+            "automation_id": automation.automation_id, "e164": e164,
+            "tag": self.settings.number_tag(e164),
+            "decisions": [_why_json(d) for d in
+                          counts.latest(e164, automation.automation_id)]})
+
+    async def _check(self, request: web.Request) -> web.Response:
+        """What the page shows while an automation is written, before it is saved: the
+        message's facts, the time zone its window keeps, and what is wrong with the
+        fields given (as a save would say it)."""
+        body = await self._body(request)
+        given = {name: value for name, value in body.items() if name in EDITABLE}
+        draft = {"title": "-", "country": "DK", "message": "-", "sender": "draft", **given}
+        _, errors = build_automation("draft", draft, None, 0)
+        zone = None
+        try:
+            zone = Automation.from_record({**Automation("draft", "-", "DK", "-", "-")
+                                           .to_record(), **given}).zone
+        except (InvalidField, TypeError):
+            pass
+        return web.json_response({
+            **message_facts(str(given.get("message") or "")), "zone": zone,
+            "errors": [{"field": e.field, "error": e.error} for e in errors
+                       if e.field in given]})
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info.get("name", "index.html")
+        if name not in PAGE_FILES:
+            raise web.HTTPNotFound(reason=f"no page file {name}")
+        return web.Response(body=(PAGE / name).read_bytes(), content_type=PAGE_FILES[name],
+                            charset="utf-8", headers={"Cache-Control": "no-cache"})
+
     # -- helpers ----------------------------------------------------------------------
 
     def _find(self, request: web.Request) -> Automation:
@@ -259,6 +305,17 @@ class AutomationsApi:
         self.catalog.put(automation)  # read back at once; the follower agrees later
 
 
+def _why_json(decision: dict[str, Any]) -> dict[str, Any]:
+    cause = None
+    if decision["cause_at_ms"] is not None:
+        cause = {"at_ms": decision["cause_at_ms"], "origin": decision["cause_origin"],
+                 "ref": decision["cause_ref"]}
+    return {"decision_id": decision["decision_id"], "event_id": decision["event_id"],
+            "outcome": decision["outcome"], "detail": decision["detail"],
+            "decided_at_ms": decision["decided_at_ms"], "cause": cause,
+            "release_at_ms": decision["release_at_ms"]}
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -277,22 +334,16 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     settings.clock.now_ms())
 
     ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
-    counts = DecisionCounts()
-    reader = _decisions_reader(bootstrap)
-    reading = threading.Lock()  # requests ask from threads of their own
-
-    def decisions() -> DecisionCounts:
-        """The counts, with what sms.decisions got since the last call added."""
-        with reading:
-            return _read_decisions(reader, counts)
-
+    reader = DecisionReader(bootstrap, _now_ms)
     api = AutomationsApi(settings, catalog, follower,
-                         lambda a: publish_automation(bootstrap, a), cancel_held, decisions)
+                         lambda a: publish_automation(bootstrap, a), cancel_held,
+                         reader.current)
     runner = web.AppRunner(api.app(), access_log=None)  # a log line could carry a token
     await runner.setup()
     await web.TCPSite(runner, settings.web_host, settings.web_port).start()
     host, port = runner.addresses[0][:2]
     print(f"REST API listening: http://{host}:{port}", flush=True)
+    print(f"SMS automations page: http://{host}:{port}/", flush=True)
     try:
         await asyncio.get_running_loop().run_in_executor(None, follower.load)
         api.ready = True
@@ -301,31 +352,3 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await runner.cleanup()
         follower.close()
         reader.close()
-
-
-def _read_decisions(reader: Any, counts: DecisionCounts) -> DecisionCounts:
-    """`counts` with what sms.decisions got since the last read added."""
-    now = _now_ms()
-    while True:
-        batch = reader.consume(5000, timeout=0.2)
-        for message in batch:
-            if message.error() is None:
-                counts.add(message.value(), now)
-        if len(batch) < 5000:
-            break
-    counts.forget_before(now - DAY_MS)
-    return counts
-
-
-def _decisions_reader(bootstrap: str) -> Any:
-    """sms.decisions from its start, every partition, outside any consumer group."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from streams.kafka import librdkafka_log
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "logger": librdkafka_log,
-                         "group.id": "smscool-web-decisions", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})
-    metadata = consumer.list_topics(topics.DECISIONS, timeout=10).topics[topics.DECISIONS]
-    consumer.assign([TopicPartition(topics.DECISIONS, p, 0) for p in metadata.partitions])
-    return consumer

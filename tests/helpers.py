@@ -1,10 +1,13 @@
 """Helpers the tests share: the broker's layout, triggers, reading decisions back, worker
-logs, and a fake gateway in-process. Test modules import from here, never from each
+logs, a fake gateway in-process, and the REST API. Test modules import from here, never from each
 other or from the demo."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from connectors.fake_gateway import FakeGateway
+from smscool.processes import ServiceProcess
 from streams import codecs, topics
 from streams.automations import Automation
 from streams.kafka import iter_records, wait_for
@@ -108,3 +112,30 @@ class Message:
 
     def value(self) -> bytes | None:
         return self._fields[5]  # type: ignore[return-value]
+
+
+WEB_TOKEN = "web-test-token"
+WEB_AUTH = {"Authorization": f"Bearer {WEB_TOKEN}"}
+
+
+def start_web(bootstrap: str, tmp_path: Path, **env: str) -> ServiceProcess:
+    """`smscool web` on a port it picks; its address is `.base`."""
+    web = ServiceProcess(["web"], tmp_path / "web.log", {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SMSCOOL_WEB_PORT": "0", **env}).start()
+    web.base = web.logged_after("REST API listening: ", 60)  # type: ignore[attr-defined]
+    return web
+
+
+def call(base: str, method: str, path: str, body: object = None,
+         headers: dict[str, str] | None = None) -> tuple[int, object]:
+    """One request to the REST API (with the test token unless `headers` are given):
+    its status and its JSON."""
+    request = urllib.request.Request(
+        base + path, method=method, headers={"Content-Type": "application/json",
+                                             **(WEB_AUTH if headers is None else headers)},
+        data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -5,43 +5,20 @@ access; reads open on loopback only when told."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from smscool.processes import ServiceProcess
 from streams.automations import read_catalog
+from tests.helpers import WEB_TOKEN, call, start_web
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "web-test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TOKEN = WEB_TOKEN
 WELCOME = {"automation_id": "welcome", "title": "Welcome", "event_type": "signup",
            "country": "DK", "message": "Hi {name}, welcome to {shop}", "sender": "Shop",
            "cooldown_enabled": True, "cooldown_ms": 86_400_000}
-
-
-def call(base: str, method: str, path: str, body: object = None,
-         headers: dict[str, str] | None = None) -> tuple[int, object]:
-    request = urllib.request.Request(
-        base + path, method=method, headers={"Content-Type": "application/json",
-                                             **(AUTH if headers is None else headers)},
-        data=None if body is None else json.dumps(body).encode())
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def start_web(bootstrap: str, tmp_path: Path, **env: str) -> ServiceProcess:
-    web = ServiceProcess(["web"], tmp_path / "web.log", {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SMSCOOL_WEB_PORT": "0", **env}).start()
-    web.base = web.logged_after("REST API listening: ", 60)  # type: ignore[attr-defined]
-    return web
 
 
 @pytest.fixture
@@ -140,3 +117,14 @@ def test_counts_after_a_known_set_of_triggers(api, bootstrap, start_worker):
     assert counts == {"automation_id": "welcome", "last_hour": expected,
                       "last_day": expected}
     assert call(api, "GET", "/automations/nope/counts")[0] == 404
+    # Why was the number not texted? Asked as written locally, normalized with DK.
+    status, why = call(api, "GET", "/automations/welcome/why?number=20%2012%2034%2001")
+    assert status == 200, why
+    assert why["e164"] == "+4520123401" and why["tag"].startswith("#")
+    assert [d["outcome"] for d in why["decisions"]] == ["suppressed_cooldown", "passed"]
+    suppressed, passed = why["decisions"]
+    assert suppressed["cause"]["ref"] == passed["decision_id"], why
+    assert suppressed["detail"].startswith("the number got an SMS from")
+    assert call(api, "GET", "/automations/welcome/why?number=12")[0] == 400
+    status, none = call(api, "GET", "/automations/welcome/why?number=%2B4520123499")
+    assert (status, none["decisions"]) == (200, [])
