@@ -71,7 +71,8 @@ class Contender:
         if self.name == SHIPPED:
             return {**env, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
                     "SMSCOOL_APP_ID": self.app_id, "SMSCOOL_DATA_DIR": str(self.data_dir),
-                    "SMSCOOL_PARTITIONS": str(self.partitions), "SMSCOOL_LOG_LEVEL": "INFO"}
+                    "SMSCOOL_PARTITIONS": str(self.partitions), "SMSCOOL_LOG_LEVEL": "INFO",
+                    "SMSCOOL_METRICS_PORT": "0"}
         return {**env, "BENCH_BOOTSTRAP_SERVERS": self.bootstrap, "BENCH_APP_ID": self.app_id,
                 "BENCH_DATA_DIR": str(self.data_dir), "BENCH_PARTITIONS": str(self.partitions),
                 "BENCH_TRIGGERS_TOPIC": self.topics.triggers,

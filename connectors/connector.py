@@ -45,7 +45,7 @@ from connectors.gateways import (
     OutgoingSms,
 )
 from connectors.replies import ReplyWebhook
-from streams import codecs, topics
+from streams import codecs, metrics, topics
 from streams.kafka import iter_records, librdkafka_log, position, produce_all
 from streams.kafka import producer as kafka_producer
 from streams.numbers import to_e164
@@ -93,6 +93,8 @@ class RateLimiter:
         async with self._lock:
             now = self._clock()
             if self._next > now:
+                metrics.RATE_LIMIT_WAITS.inc()
+                metrics.RATE_LIMIT_WAIT_SECONDS.inc(self._next - now)
                 await asyncio.sleep(self._next - now)
             self._next = max(now, self._next) + self.interval
 
@@ -208,6 +210,7 @@ class Connector:
         self._progress: dict[int, PartitionProgress] = {}
         self._stopping = asyncio.Event()
         self.failed = False  # stopped because a request could not be handled
+        self._assigned = False  # by the group, at least once (/readyz)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -302,7 +305,11 @@ class Connector:
             self.stats.requests += 1
             if attempts > 1:
                 self.stats.retried += 1
+                metrics.GATEWAY_RETRIES.inc()
+            started = time.monotonic()
             result = await self.gateway.send(session, sms, timeout_s)
+            metrics.GATEWAY_LATENCY.observe(time.monotonic() - started)
+            metrics.GATEWAY_REQUESTS.labels(result.kind).inc()
             if result.kind == ACCEPTED or result.kind == REJECTED:
                 break
             if result.kind == AMBIGUOUS:
@@ -426,6 +433,7 @@ class Connector:
     # -- the loop ----------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = True
         for tp in partitions:
             self._progress.setdefault(tp.partition, PartitionProgress())
 
@@ -463,6 +471,7 @@ class Connector:
         poller = asyncio.create_task(self._poll_producer())
         reporter = asyncio.create_task(self._report())
         erasures = asyncio.create_task(self._follow_erasures(kafka_thread))
+        served = await self._serve_metrics(kafka_thread)
         replies = None
         if self.settings.reply_port is not None:
             replies = ReplyWebhook(self._write_opt_out, self.settings.stop_keywords,
@@ -496,6 +505,8 @@ class Connector:
             if tasks:
                 await asyncio.wait(tasks, timeout=max(30.0, self.settings.connector_timeout_s))
         finally:
+            if served is not None:
+                await served.cleanup()
             if replies is not None:
                 await replies.stop()
             poller.cancel()
@@ -510,6 +521,35 @@ class Connector:
             self.ledger.close()
             log.info("connector stopped: %s", self.stats.line())
         return self.stats
+
+    async def _serve_metrics(self, kafka_thread: ThreadPoolExecutor) -> Any:
+        """/metrics, /healthz and /readyz (ready: partitions of sms.send assigned)."""
+        if not self.settings.metrics_enabled:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def measure_lag() -> None:
+            consumer = self._consumer
+            assert consumer is not None
+            metrics.CONNECTOR_LAG.clear()
+            for tp in consumer.position(consumer.assignment()):
+                _, end = consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                read = tp.offset if tp.offset >= 0 else end
+                metrics.CONNECTOR_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(
+                    max(0, end - read))
+
+        async def before_scrape() -> None:
+            await loop.run_in_executor(kafka_thread, measure_lag)
+
+        def ready() -> tuple[bool, dict[str, Any]]:
+            partitions = sorted(self._progress) if self._assigned else []
+            return self._assigned, {"partitions": partitions}
+
+        port = metrics.CONNECTOR_PORT if self.settings.metrics_port is None \
+            else self.settings.metrics_port
+        return await metrics.serve(metrics.metrics_app(metrics.CONNECTOR, ready,
+                                                       before_scrape=before_scrape),
+                                   self.settings.metrics_host, port, "connector")
 
     def _after(self, task: asyncio.Task[None], message: Message) -> None:
         if task.cancelled():

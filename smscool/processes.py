@@ -114,15 +114,21 @@ class ServiceProcess:
         raise RuntimeError(f"{self.command[0]} did not log {marker!r}:\n{self.log_tail()}")
 
 
+    def metrics_url(self, timeout_s: float = 60.0) -> str:
+        """Where the process serves its metrics (it logs where once it listens)."""
+        return self.logged_after(" metrics listening: ", timeout_s)
+
+
 class WorkerProcess(ServiceProcess):
-    """`smscool worker` with its own data folder."""
+    """`smscool worker` with its own data folder, its metrics on a free port."""
 
     def __init__(self, bootstrap: str, data_dir: Path, log_path: Path,
                  extra_env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         super().__init__(["worker"], log_path, {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SMSCOOL_DATA_DIR": str(data_dir),
-            **(extra_env or {})})
+            # Several run on one machine: each its own metrics port.
+            "SMSCOOL_METRICS_PORT": "0", **(extra_env or {})})
 
 
 class ConnectorProcess(ServiceProcess):
@@ -136,7 +142,7 @@ class ConnectorProcess(ServiceProcess):
         super().__init__(["connector", "--gateway", "gatewayapi"], log_path, {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SMSCOOL_CONNECTOR_DATA_DIR": str(data_dir),
             "SMSCOOL_GATEWAYAPI_URL": gateway_url, "SMSCOOL_GATEWAYAPI_TOKEN": token,
-            **(extra_env or {})})
+            "SMSCOOL_METRICS_PORT": "0", **(extra_env or {})})
         self.reply_url = ""
 
     def start(self) -> ConnectorProcess:

@@ -28,6 +28,7 @@ from streams.bundles import decode_bundle
 from streams.erasure import decode_mark, encode_mark, opt_out_key
 from streams.faust_patches import StoreAccess
 from streams.held import held_records, index_changes, index_keys, parse_index_key
+from streams.metrics import count_agent_decision
 from streams.number_states import NUMBER_KEYS_START, NumberStates
 from streams.outcomes import INVALID_RECORD
 from streams.records import (
@@ -85,6 +86,8 @@ class Pipeline:
     retention_horizon: Callable[[], int | None] = lambda: None
     # Partition -> the key the retention sweep goes on from.
     sweep_from: dict[int, bytes] = field(default_factory=dict)
+    # Bundle partition -> the offset of the last bundle decided (the lag's measure).
+    decided_offsets: dict[int, int] = field(default_factory=dict)
 
     def releasable_until(self, partition: int, now_ms: int) -> int:
         """The latest release time that may go out on `partition` now: what every input
@@ -123,6 +126,7 @@ def build_pipeline(app: faust.App, settings: Settings, *, outputs: Any,
             decide_bundle(pipeline, Source(message.topic, message.partition, message.offset,
                                            round(message.timestamp * 1000), message.key,
                                            message.value))
+            pipeline.decided_offsets[message.partition] = message.offset
 
     tick_s = settings.release_tick_ms / 1000
 
@@ -425,6 +429,7 @@ def _send_records(send: Any, key: bytes, records: list[Any]) -> None:
     for record in records:
         if isinstance(record, DecisionRecord):
             send(topics.DECISIONS, key, codecs.DECISION.encode(record.to_dict()))
+            count_agent_decision(record.automation_id or "", record.outcome)
         elif isinstance(record, SendRequest):
             send(topics.OUTBOX, key, codecs.SEND_REQUEST.encode(record.to_dict()))
         else:

@@ -335,6 +335,14 @@ class StoreAccess:
             iterator.next()
         return keys
 
+    def estimated_keys(self, partition: int) -> int | None:
+        """RocksDB's estimate of the partition's keys (None: the store is not open
+        here, or shares its partitions)."""
+        if not self._rocksdb:
+            return None
+        db = self._store._dbs.get(partition)
+        return None if db is None else int(db.property_int_value("rocksdb.estimate-num-keys"))
+
     def write(self, partition: int, items: Iterable[tuple[bytes, bytes | None]],
               changelog_offset: int | None) -> bool:
         """Write `items` (a value of None deletes the key) and, in the same batch, the

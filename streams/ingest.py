@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -25,13 +26,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from streams import codecs, topics
+from streams import codecs, metrics, topics
 from streams.automations import Catalog, CatalogFollower
 from streams.bundles import EventTooLarge, by_partition, encode_bundles
+from streams.metrics import count_ingest_decision, count_read
 from streams.normalize import Limits, dead_letter, route
 from streams.outcomes import INVALID_RECORD
 from streams.outputs import KafkaOutputs
-from streams.records import PROGRESS_EVENT, NumberEvent, Source
+from streams.records import PROGRESS_EVENT, DecisionRecord, NumberEvent, Source
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class Ingest:
         (topic, partition), once the writes are acknowledged."""
         events: list[NumberEvent] = []
         next_offsets: dict[tuple[str, int], int] = {}
+        read: dict[str, int] = {}
         for source in sources:
             for output in route(source, self.catalog, self.limits):
                 if output.topic == topics.BY_NUMBER:
@@ -75,10 +78,16 @@ class Ingest:
                                 output.record.reason)  # type: ignore[union-attr]
                 codec = topics.CODECS[output.topic]
                 self.send(output.topic, output.key, codec.encode(output.value))
+                if isinstance(output.record, DecisionRecord):
+                    count_ingest_decision(output.record.automation_id or "",
+                                          output.record.outcome)
             next_offsets[(source.topic, source.partition)] = source.offset + 1
+            read[source.topic] = read.get(source.topic, 0) + 1
         for partition, group in by_partition(events, self.settings.partitions).items():
             self._write_bundles(partition, group)
         self.records_read += len(sources)
+        for topic, count in read.items():
+            count_read(topic, amount=count)
         return next_offsets
 
     def _write_bundles(self, partition: int, events: list[NumberEvent]) -> None:
@@ -202,6 +211,7 @@ async def run(settings: Settings) -> int:
     source = consumer(settings)
     source.subscribe(list(INPUTS), listener=_LogPartitions())
     await source.start()
+    served = await _serve_metrics(source, group_id(settings.app_id))
     last_report = time.monotonic()
     reported = 0
     try:
@@ -230,10 +240,38 @@ async def run(settings: Settings) -> int:
                          ingest.records_read, ingest.bundles_written)
                 last_report, reported = time.monotonic(), ingest.records_read
     finally:
+        if served is not None:
+            await served.cleanup()
         await outputs.flush()
         await source.stop()
         follower.close()
     return 0
+
+
+async def _serve_metrics(source: AIOKafkaConsumer, group: str) -> Any:
+    """Serve ingest's metrics where the worker that started it reads them, if it did."""
+    path = os.environ.get(metrics.INGEST_SOCKET_ENV)
+    if not path:
+        return None
+
+    async def measure_lag() -> None:
+        metrics.INGEST_LAG.clear()
+        for tp in source.assignment():
+            end = source.highwater(tp)
+            try:
+                read = await source.position(tp)
+            except Exception:  # taken away by a rebalance under way
+                continue
+            if end is not None:
+                metrics.INGEST_LAG.labels(group, tp.topic, str(tp.partition)).set(
+                    max(0, end - read))
+
+    try:
+        return await metrics.serve_unix(
+            metrics.metrics_app(metrics.INGEST, before_scrape=measure_lag), path)
+    except OSError as exc:
+        log.error("ingest metrics: cannot serve them (%s); the worker shows none", exc)
+        return None
 
 
 def main() -> int:

@@ -72,6 +72,19 @@ class NumberStates:
                     if partition_for(key, self._partitions) == partition]
         return keys
 
+    def size(self, partition: int) -> int:
+        """About how many keys the partition's table holds: RocksDB's estimate (numbers,
+        release index entries, kept opt-outs); counted exactly in the memory store."""
+        estimate = self._store.estimated_keys(partition)
+        if estimate is not None:
+            return estimate
+        numbers = self.number_keys(partition, NUMBER_KEYS_START, 2**62)
+        return len(numbers) + self.held_count(partition)
+
+    def held_count(self, partition: int) -> int:
+        """The messages held on the partition: its release index entries."""
+        return len(self.due_index_keys(partition, 2**62, 2**62))
+
     def due_index_keys(self, partition: int, now_ms: int, limit: int) -> list[bytes]:
         """The partition's release index entries due at `now_ms` (at most about `limit`),
         in release order."""

@@ -146,6 +146,12 @@ class Settings:
     web_port: int = 8080
     web_token: str = field(default="", repr=False)
     web_open_reads: bool = False
+    # Prometheus metrics (`streams.metrics`) of the worker and the connector: where they
+    # are served (loopback unless told otherwise); the port, None for the process's own
+    # default (worker 9108, connector 9109), 0 for a free one, and off: not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    metrics_enabled: bool = True
     # Key for the short hashes that name phone numbers in logs. Secret: kept out of repr.
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
@@ -166,6 +172,11 @@ class Settings:
         release_tick_ms = _int(env, "SMSCOOL_RELEASE_TICK_MS", 200)
         if not 10 <= release_tick_ms <= 60_000:
             raise ValueError("SMSCOOL_RELEASE_TICK_MS must be between 10 and 60000")
+        metrics_port = env.get("SMSCOOL_METRICS_PORT", "").strip().lower()
+        if metrics_port not in ("", "off") and not (
+                metrics_port.isdigit() and int(metrics_port) <= 65535):
+            raise ValueError("SMSCOOL_METRICS_PORT must be a port number or 'off', "
+                             f"got {metrics_port!r}")
         reply_port = env.get("SMSCOOL_REPLY_PORT", "").strip()
         if reply_port and not (reply_port.isdigit() and int(reply_port) <= 65535):
             raise ValueError(f"SMSCOOL_REPLY_PORT must be a port number, got {reply_port!r}")
@@ -218,6 +229,9 @@ class Settings:
             web_port=_int(env, "SMSCOOL_WEB_PORT", 8080),
             web_token=env.get("SMSCOOL_WEB_TOKEN", "").strip(),
             web_open_reads=_bool(env, "SMSCOOL_WEB_OPEN_READS", False),
+            metrics_host=env.get("SMSCOOL_METRICS_HOST", "").strip() or "127.0.0.1",
+            metrics_port=int(metrics_port) if metrics_port.isdigit() else None,
+            metrics_enabled=metrics_port != "off",
             # Without a configured key, hashes are still unlinkable to numbers but only
             # comparable within one process.
             log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(16),

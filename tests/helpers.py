@@ -139,3 +139,19 @@ def call(base: str, method: str, path: str, body: object = None,
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A /metrics page as {(sample name, its labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        text = answer.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def samples(scraped: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str
+            ) -> dict[frozenset[tuple[str, str]], float]:
+    """The samples of one name, by their labels."""
+    return {labels: value for (sample, labels), value in scraped.items() if sample == name}

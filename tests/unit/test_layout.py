@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 # What connectors/ may use of streams/.
 STREAMS_FOR_CONNECTORS = {"streams.codecs", "streams.settings", "streams.topics",
                           "streams.kafka", "streams.outcomes", "streams.numbers",
-                          "streams.optouts"}
+                          "streams.optouts", "streams.metrics"}
 
 
 def imported_modules(package: str, root: Path = REPO) -> dict[str, set[str]]:
