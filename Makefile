@@ -28,8 +28,9 @@ bench: $(BENCH_STAMP)
 bench-held: $(BENCH_STAMP)
 	$(BIN)/python -m bench.held_run $(BENCH_ARGS)
 
+# Options in ARGS, e.g. make demo ARGS=--serve (the page stays up until Ctrl-C)
 demo: $(STAMP)
-	$(BIN)/smscool demo
+	$(BIN)/smscool demo $(ARGS)
 
 # What CI runs (.ci/run): the linter, the type checker, then every test.
 check: lint types test

@@ -435,7 +435,8 @@ def cmd_web(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from smscool.demo import run_demo
 
-    return run_demo(triggers=args.triggers, numbers=args.numbers, seed=args.seed)
+    return run_demo(triggers=args.triggers, numbers=args.numbers, seed=args.seed,
+                    serve=args.serve)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -565,6 +566,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--triggers", type=int, default=5000)
     d.add_argument("--numbers", type=int, default=2000)
     d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--serve", action="store_true",
+                   help="after the summary, keep the pipeline and the page up until Ctrl-C")
     d.set_defaults(func=cmd_demo)
     return p
 

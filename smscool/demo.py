@@ -14,7 +14,9 @@ end of the run (08:15 on that clock).
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -28,6 +30,7 @@ from zoneinfo import ZoneInfo
 from smscool.processes import (
     ConnectorProcess,
     FakeGatewayProcess,
+    ServiceProcess,
     Stopped,
     WorkerProcess,
     stop_on_signals,
@@ -139,21 +142,32 @@ def sc_end_of_run(sc: Scenario) -> int:
 
 
 DEMO_GATEWAY_TOKEN = "demo-token"
+DEMO_WEB_PORT = 8080
 # A gateway that misbehaves a little, so the demo shows retries and refusals.
 DEMO_GATEWAY_FAULTS = {"p500": 0.02, "p429": 0.01, "p400": 0.003, "retry_after": 0.5}
 
 
-def run_demo(triggers: int, numbers: int, seed: int) -> int:
+def run_demo(triggers: int, numbers: int, seed: int, serve: bool = False) -> int:
     try:
         # Ctrl-C and SIGTERM alike: everything the demo started is stopped on the way out.
         with stop_on_signals():
-            return _run(triggers, numbers, seed)
+            return _run(triggers, numbers, seed, serve)
     except Stopped as exc:
         print(f"demo stopped by {exc}; the processes it started are stopped", file=sys.stderr)
         return 128 + exc.signum
 
 
-def _run(triggers: int, numbers: int, seed: int) -> int:
+def _web_port() -> int:
+    """8080 for the page when it is free (a URL to remember), else any free port."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", DEMO_WEB_PORT))
+        except OSError:
+            return 0
+    return DEMO_WEB_PORT
+
+
+def _run(triggers: int, numbers: int, seed: int, serve: bool) -> int:
     from contextlib import ExitStack
 
     from streams.broker import EmbeddedBroker
@@ -192,6 +206,18 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
              "SMSCOOL_REPLY_PORT": "0"})
         stack.callback(connector.stop)
         connector.start()
+        # The page and the REST API, on the worker's clock so that its counts of the
+        # last hour and day see the demo's day as the worker dated it.
+        web_token = secrets.token_urlsafe(18)
+        web = ServiceProcess(["web"], work / "web.log", {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SMSCOOL_WEB_PORT": str(_web_port()),
+            "SMSCOOL_WEB_TOKEN": web_token, "SMSCOOL_CLOCK": clock.spec()})
+        stack.callback(web.stop)
+        web.start()
+        page = f"{web.logged_after('SMS automations page: ', 60)}#token={web_token}"
+        print(f"the SMS automations page, while the demo runs: {page}")
+        print(f"worker metrics: {worker.metrics_url()}; connector metrics: "
+              f"{connector.metrics_url()}")
         started = time.monotonic()
         try:
             # Sends from the other system go first and are waited for, so that every
@@ -254,6 +280,13 @@ def _run(triggers: int, numbers: int, seed: int) -> int:
         print(f"  {'  HTTP requests (with retries)':38} {http_requests:6}")
         print(f"  {'  refused by the gateway, released':38} {refused:6}")
         print(stop_reply)
+        if serve:
+            print(f"serving until Ctrl-C: the page at {page}", flush=True)
+            while web.alive() and worker.alive():
+                time.sleep(1)
+            print("the page or the worker stopped; stopping the rest", file=sys.stderr)
+            return 1
+        print("the page stops with the demo; to keep it up: make demo ARGS=--serve")
     return 0
 
 

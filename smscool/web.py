@@ -229,7 +229,7 @@ class AutomationsApi:
         if self.decisions is None:
             return _error(503, None, "decision counts are not served here")
         counts = await asyncio.get_running_loop().run_in_executor(None, self.decisions)
-        now = _now_ms()
+        now = self.settings.clock.now_ms()  # the workers' clock, as decisions are dated
         return web.json_response({
             "automation_id": automation.automation_id,
             "last_hour": counts.since(automation.automation_id, now - HOUR_MS),
@@ -334,7 +334,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     settings.clock.now_ms())
 
     ensure_topics(bootstrap, topics.topic_specs(settings.app_id, settings.partitions))
-    reader = DecisionReader(bootstrap, _now_ms)
+    reader = DecisionReader(bootstrap, settings.clock.now_ms)
     api = AutomationsApi(settings, catalog, follower,
                          lambda a: publish_automation(bootstrap, a), cancel_held,
                          reader.current)

@@ -71,7 +71,7 @@ async function showList() {
   const body = $("#automations tbody");
   body.replaceChildren();
   for (const a of automations) body.append(row(a));
-  $("#automations").hidden = automations.length === 0;
+  $(".table-wrap").hidden = automations.length === 0;
   $("#empty").hidden = automations.length !== 0;
   const select = $("#why-automation");
   select.replaceChildren(...automations.map((a) => new Option(a.title, a.automation_id)));
