@@ -523,7 +523,8 @@ class Connector:
         return self.stats
 
     async def _serve_metrics(self, kafka_thread: ThreadPoolExecutor) -> Any:
-        """/metrics, /healthz and /readyz (ready: partitions of sms.send assigned)."""
+        """/metrics, /healthz and /readyz (ready: its group has assigned it sms.outbox
+        partitions, at least once)."""
         if not self.settings.metrics_enabled:
             return None
         loop = asyncio.get_running_loop()

@@ -50,10 +50,10 @@ INGEST_DECISIONS = Counter("smscool_decisions", _DECISIONS_HELP, ["automation", 
 TRIGGERS_READ = Counter("smscool_triggers_read",
                         "Input records read by ingest (triggers, outside sends, delivery "
                         "outcomes, opt-outs, erasures), by topic", ["topic"], registry=INGEST)
-_LAG_HELP = "Records of a partition not yet read by its consumer group, by partition"
-INGEST_LAG = Gauge("smscool_consumer_lag", _LAG_HELP, ["group", "topic", "partition"],
+LAG_HELP = "Records of a partition not yet read by its consumer group, by partition"
+INGEST_LAG = Gauge("smscool_consumer_lag", LAG_HELP, ["group", "topic", "partition"],
                    registry=INGEST)
-CONNECTOR_LAG = Gauge("smscool_consumer_lag", _LAG_HELP, ["group", "topic", "partition"],
+CONNECTOR_LAG = Gauge("smscool_consumer_lag", LAG_HELP, ["group", "topic", "partition"],
                       registry=CONNECTOR)
 
 GATEWAY_REQUESTS = Counter("smscool_gateway_requests",

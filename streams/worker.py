@@ -157,7 +157,7 @@ class WorkerGauges:
                                  labels=["partition"])
         held = GaugeMetricFamily("smscool_held_messages", "Messages held for a later release",
                                  labels=["partition"])
-        lag = GaugeMetricFamily("smscool_consumer_lag", metrics.INGEST_LAG._documentation,
+        lag = GaugeMetricFamily("smscool_consumer_lag", metrics.LAG_HELP,
                                 labels=["group", "topic", "partition"])
         for partition in partitions:
             keys.add_metric([str(partition)], states.size(partition))
