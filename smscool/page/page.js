@@ -305,7 +305,11 @@ async function why(event) {
   const list = document.createElement("ol");
   for (const d of data.decisions) {
     const item = document.createElement("li");
-    item.textContent = `${new Date(d.decided_at_ms).toLocaleString()}: ${d.outcome.replace(/_/g, " ")} — ${d.detail}`;
+    // The cause in words with its time as a clock reads it; else the decision's sentence.
+    const why = d.cause
+      ? `it got an SMS from ${d.cause.origin} at ${new Date(d.cause.at_ms).toLocaleString()} (ref ${d.cause.ref})`
+      : d.detail;
+    item.textContent = `${new Date(d.decided_at_ms).toLocaleString()}: ${d.outcome.replace(/_/g, " ")} — ${why}`;
     list.append(item);
   }
   answer.append(heading, list);
