@@ -28,7 +28,9 @@ class DecisionCounts:
     def __init__(self) -> None:
         self._minutes: dict[str, dict[int, Counter[str]]] = {}
         self._seen: dict[tuple[str, str], int] = {}  # (decision id, outcome) -> minute
-        self._latest: dict[str, deque[dict[str, Any]]] = {}
+        # E.164 -> (minute, decision), in the order read.
+        self._latest: dict[str, deque[tuple[int, dict[str, Any]]]] = {}
+        self._forgotten_before = -1  # the minute `forget_before` last forgot up to
 
     def add(self, value: bytes | None, now_ms: int) -> None:
         try:
@@ -47,7 +49,7 @@ class DecisionCounts:
             decision["outcome"]] += 1
         if decision["e164"]:
             self._latest.setdefault(decision["e164"], deque(maxlen=LATEST_PER_NUMBER)
-                                    ).append(decision)
+                                    ).append((minute, decision))
 
     def since(self, automation_id: str, from_ms: int) -> dict[str, int]:
         total: Counter[str] = Counter()
@@ -58,19 +60,25 @@ class DecisionCounts:
 
     def latest(self, e164: str, automation_id: str | None = None) -> list[dict[str, Any]]:
         """The number's latest decisions, newest first (of one automation if given)."""
-        found = [d for d in self._latest.get(e164, ())
+        found = [d for _, d in self._latest.get(e164, ())
                  if automation_id is None or d["automation_id"] == automation_id]
         # Decisions of one millisecond stay newest (last read) first.
         return sorted(reversed(found), key=lambda d: d["decided_at_ms"], reverse=True)
 
     def forget_before(self, from_ms: int) -> None:
+        """Forget the minutes before the one `from_ms` falls in. It looks at everything
+        kept, so it does the work once a minute: called again within the minute, it
+        returns at once."""
         first = from_ms // 60_000
+        if first == self._forgotten_before:
+            return
+        self._forgotten_before = first
         for minutes in self._minutes.values():
             for minute in [m for m in minutes if m < first]:
                 del minutes[minute]
         self._seen = {k: m for k, m in self._seen.items() if m >= first}
         for e164 in list(self._latest):
-            kept = [d for d in self._latest[e164] if d["decided_at_ms"] >= from_ms]
+            kept = [(m, d) for m, d in self._latest[e164] if m >= first]
             if kept:
                 self._latest[e164] = deque(kept, maxlen=LATEST_PER_NUMBER)
             else:

@@ -226,9 +226,7 @@ class AutomationsApi:
 
     async def _counts(self, request: web.Request) -> web.Response:
         automation = self._find(request)
-        if self.decisions is None:
-            return _error(503, None, "decision counts are not served here")
-        counts = await asyncio.get_running_loop().run_in_executor(None, self.decisions)
+        counts = await self._decision_counts()
         now = self.settings.clock.now_ms()  # the workers' clock, as decisions are dated
         return web.json_response({
             "automation_id": automation.automation_id,
@@ -245,9 +243,7 @@ class AutomationsApi:
             e164 = to_e164(number, automation.country)
         except InvalidNumber as exc:
             return _error(400, "number", str(exc))
-        if self.decisions is None:
-            return _error(503, None, "decisions are not served here")
-        counts = await asyncio.get_running_loop().run_in_executor(None, self.decisions)
+        counts = await self._decision_counts()
         return web.json_response({
             "automation_id": automation.automation_id, "e164": e164,
             "tag": self.settings.number_tag(e164),
@@ -299,6 +295,12 @@ class AutomationsApi:
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(reason="the body must be a JSON object")
         return body
+
+    async def _decision_counts(self) -> DecisionCounts:
+        """What sms.decisions says now (read in a thread: it may wait on Kafka)."""
+        if self.decisions is None:
+            raise web.HTTPServiceUnavailable(reason="decisions are not served here")
+        return await asyncio.get_running_loop().run_in_executor(None, self.decisions)
 
     async def _write(self, automation: Automation) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.publish, automation)

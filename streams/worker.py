@@ -50,8 +50,9 @@ def _die_with_parent() -> None:
 class IngestSupervisor:
     """Keeps the ingest child running until its task is cancelled (the worker stops)."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self._child: asyncio.subprocess.Process | None = None
+        self._env = env  # the child's environment; None: the worker's
 
     def running(self) -> bool:
         return self._child is not None and self._child.returncode is None
@@ -61,7 +62,8 @@ class IngestSupervisor:
         try:
             while True:
                 self._child = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "streams.ingest", preexec_fn=_die_with_parent)
+                    sys.executable, "-m", "streams.ingest", preexec_fn=_die_with_parent,
+                    env=self._env)
                 log.info("ingest started (pid %d)", self._child.pid)
                 code = await self._child.wait()
                 delay = RESTART_DELAY_S[min(restarts, len(RESTART_DELAY_S) - 1)]
@@ -224,10 +226,9 @@ def run(settings: Settings) -> int:
         pipeline.states.persist()
 
     faust_patches.flush_before_commit(app, flush_outputs)
-    supervisor = IngestSupervisor()
     # The ingest child serves its metrics there; the worker's /metrics shows them.
     ingest_socket = metrics.ingest_socket(os.getpid())
-    os.environ[metrics.INGEST_SOCKET_ENV] = ingest_socket
+    supervisor = IngestSupervisor({**os.environ, metrics.INGEST_SOCKET_ENV: ingest_socket})
     gauges = WorkerGauges(app, pipeline)
 
     @app.task

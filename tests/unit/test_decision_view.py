@@ -53,3 +53,9 @@ def test_a_numbers_latest_decisions_newest_first_of_one_automation_and_a_day():
     assert counts.latest("+4520123499", "welcome") == []
     counts.forget_before(NOW - 90 * 60_000)
     assert [d["decision_id"] for d in counts.latest(ada)] == ["d4", "d2"]
+    # Within the same minute, a second call finds nothing more to forget.
+    counts.forget_before(NOW - 90 * 60_000 + 1)
+    assert [d["decision_id"] for d in counts.latest(ada)] == ["d4", "d2"]
+    # A later minute forgets what fell out of it.
+    counts.forget_before(NOW - 30 * 60_000)
+    assert counts.latest(ada) == []
